@@ -1,0 +1,131 @@
+"""Benchmark the bundled default model through the SDK itself (what a user gets), on one CPU thread.
+
+    python benchmarks/default_model.py [--backend onnx executorch]
+
+- accuracy: ``Model.classify`` on every 4-class RAVDESS clip of the actors held out from training (clean audio):
+  UAR, WA, macro-F1, per-class recall, confusion matrix;
+- speed: ``Model.analyze`` real-time factor over a long recording (held-out clips back to back with pauses),
+  features + VAD + model included; per-window model latency p50/p95;
+- live latency on the same recording fed in 20 ms chunks: first partial after speech onset, final event after speech
+  end (speech bounds from the clean clips' energy);
+- file sizes and peak RSS.
+Writes benchmarks/results/default_model.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import peak_rss_mib, write_result  # noqa: E402
+
+
+def _clips(info):
+    import csv
+
+    root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess"
+    held = set(info.training["validation"]["test_speakers"])
+    rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if r["speaker"] in held and r["emotion"] in info.labels]
+    return root, rows
+
+
+def accuracy(model) -> dict:
+    from edgeser.audio import load as load_audio
+    from train.metrics import classification_report
+
+    root, rows = _clips(model.info)
+    y_true, y_pred = [], []
+    for r in rows:
+        res = model.classify(load_audio(root / r["path"]), 16000)
+        y_true.append(model.labels.index(r["emotion"]))
+        y_pred.append(model.labels.index(res.label))
+    return classification_report(y_true, y_pred, model.labels)
+
+
+def recording(model, seconds=120.0):
+    """Held-out clips back to back with 0.8 s pauses; returns audio and true speech spans (s)."""
+    from edgeser.audio import load as load_audio
+
+    root, rows = _clips(model.info)
+    parts, spans, t = [], [], 0
+    gap = np.zeros(int(0.8 * 16000), np.float32)
+    i = 0
+    while t < seconds * 16000:
+        x = load_audio(root / rows[i % len(rows)]["path"])
+        e = np.convolve(x ** 2, np.ones(160) / 160, mode="same")
+        idx = np.nonzero(e > e.max() * 1e-3)[0]
+        spans.append(((t + idx[0]) / 16000, (t + idx[-1]) / 16000))
+        parts += [x, gap]
+        t += x.size + gap.size
+        i += 1
+    return np.concatenate(parts), spans
+
+
+def speed(model, audio) -> dict:
+    t0 = time.perf_counter()
+    events = model.analyze(audio, 16000)
+    wall = time.perf_counter() - t0
+    # model alone, per window
+    w = np.random.default_rng(0).standard_normal((1, 80, model.info.window_frames)).astype(np.float32) - 5
+    lat = []
+    for _ in range(5):
+        model.backend.run(w)
+    for _ in range(100):
+        a = time.perf_counter()
+        model.backend.run(w)
+        lat.append((time.perf_counter() - a) * 1000)
+    return {"audio_seconds": audio.size / 16000, "analyze_seconds": wall, "rtf": wall / (audio.size / 16000),
+            "final_events": sum(e.final for e in events), "window_ms_p50": float(np.percentile(lat, 50)),
+            "window_ms_p95": float(np.percentile(lat, 95))}
+
+
+def live_latency(model, audio, spans) -> dict:
+    s = model.stream()
+    step = 320
+    firsts, finals = {}, {}
+    for i in range(0, audio.size, step):
+        now = min(i + step, audio.size) / 16000
+        for e in s.accept(audio[i : i + step], 16000):
+            # match the event to the clip whose speech it overlaps
+            k = min(range(len(spans)), key=lambda j: abs(spans[j][0] - e.start))
+            if not e.final:
+                firsts.setdefault(k, now - spans[k][0])
+            else:
+                finals[k] = now - spans[k][1]
+    s.flush()
+    f1, f2 = np.array(list(firsts.values())), np.array(list(finals.values()))
+    return {"clips": len(spans), "first_partial_after_onset_s": {"mean": float(f1.mean()), "p95": float(np.percentile(f1, 95)), "max": float(f1.max())},
+            "final_after_speech_end_s": {"mean": float(f2.mean()), "p95": float(np.percentile(f2, 95)), "max": float(f2.max())}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--backend", nargs="+", default=["onnx", "executorch"])
+    ap.add_argument("--seconds", type=float, default=120.0)
+    a = ap.parse_args(argv)
+    import edgeser
+    from edgeser.model import default_model_path
+
+    out = {"threads": 1, "models": {}}
+    for b in a.backend:
+        m = edgeser.load(backend=b, threads=1)
+        audio, spans = recording(m, a.seconds)
+        rec = {"file": default_model_path(b).name, "mib": default_model_path(b).stat().st_size / 2**20,
+               "accuracy": accuracy(m), "speed": speed(m, audio), "live": live_latency(m, audio, spans)}
+        out["models"][b] = rec
+        print(b, f"UAR {rec['accuracy']['uar']:.4f} WA {rec['accuracy']['wa']:.4f} RTF {rec['speed']['rtf']:.4f}",
+              f"final {rec['live']['final_after_speech_end_s']}", flush=True)
+    out["validation_speakers"] = m.info.training["validation"]["test_speakers"]
+    out["peak_rss_mib"] = peak_rss_mib()
+    print(write_result("default_model.json", out, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Audio in: validation, mixing down, int -> float, resampling to 16 kHz, and file reading.
+
+Every entry point of edgeser goes through :func:`prepare` (arrays) or :func:`load` (files), so every check lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .constants import SAMPLE_RATE
+from .errors import AudioError
+
+MAX_CHANNELS = 64
+
+
+def to_float32(samples) -> np.ndarray:
+    """Return ``samples`` as float32 in [-1, 1]. Integer PCM is scaled by its full range; floats are kept."""
+    try:
+        a = np.asarray(samples)
+    except Exception as exc:  # ragged lists and the like
+        raise AudioError(f"audio could not be read as an array: {exc}") from exc
+    if a.dtype == np.bool_ or a.dtype.kind not in "iuf":
+        raise AudioError(f"audio must be integer PCM or float samples, got dtype {a.dtype}")
+    if a.dtype.kind == "i":
+        scale = float(2 ** (8 * a.dtype.itemsize - 1))
+        return (a.astype(np.float64) / scale).astype(np.float32)
+    if a.dtype.kind == "u":
+        if a.dtype.itemsize != 1:
+            raise AudioError(f"unsigned audio other than 8-bit PCM is not supported, got {a.dtype}")
+        return ((a.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    return a.astype(np.float32, copy=False)
+
+
+def mix_down(a: np.ndarray) -> np.ndarray:
+    """Mix (frames, channels) or (channels, frames) audio to mono. The shorter axis is taken as channels."""
+    if a.ndim == 1:
+        return a
+    if a.ndim != 2:
+        raise AudioError(f"audio must be 1-D (mono) or 2-D (multi-channel), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return np.zeros(0, dtype=a.dtype)
+    channel_axis = 1 if a.shape[1] <= a.shape[0] else 0
+    if a.shape[channel_axis] > MAX_CHANNELS:
+        raise AudioError(f"audio of shape {a.shape} has more than {MAX_CHANNELS} channels on both axes")
+    return a.mean(axis=channel_axis, dtype=np.float64).astype(a.dtype)
+
+
+def check_rate(sample_rate) -> int:
+    if sample_rate is None:
+        raise AudioError("sample_rate is required for array input")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)):
+        raise AudioError(f"sample_rate must be a positive number, got {sample_rate!r}")
+    if not np.isfinite(sample_rate) or sample_rate <= 0 or int(sample_rate) != sample_rate:
+        raise AudioError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def resample(x: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """High-quality resampling of a whole mono signal (soxr, 'HQ')."""
+    if orig_rate == target_rate or x.size == 0:
+        return x.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(x.astype(np.float32, copy=False), orig_rate, target_rate, quality="HQ").astype(np.float32)
+
+
+class StreamResampler:
+    """Chunk-by-chunk resampler: feeding any split of a signal gives the same output as one call (up to soxr's
+    rounding) and the total length tracks ``n * target / orig``."""
+
+    def __init__(self, orig_rate: int, target_rate: int = SAMPLE_RATE):
+        self.orig_rate = orig_rate
+        self.target_rate = target_rate
+        self._rs = None
+        if orig_rate != target_rate:
+            import soxr
+
+            self._rs = soxr.ResampleStream(orig_rate, target_rate, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._rs is None:
+            return x
+        return self._rs.resample_chunk(x.astype(np.float32, copy=False), last=last)
+
+
+def as_mono(samples, *, allow_empty: bool = False) -> np.ndarray:
+    """Validate array-like audio and return it as mono float32 at its own rate (no resampling)."""
+    a = mix_down(to_float32(samples))
+    if a.size == 0:
+        if allow_empty:
+            return np.zeros(0, dtype=np.float32)
+        raise AudioError("audio is empty")
+    if not np.all(np.isfinite(a)):
+        raise AudioError("audio contains NaN or infinite samples")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def prepare(samples, sample_rate, *, allow_empty: bool = False) -> np.ndarray:
+    """Validate any array-like audio and return mono float32 at 16 kHz.
+
+    Accepts int8/int16/int32/uint8 PCM and float32/float64, 1-D or 2-D (either channel layout). Raises
+    :class:`AudioError` for empty input (unless ``allow_empty``), NaN/inf samples, bad shapes and bad rates.
+    """
+    rate = check_rate(sample_rate)
+    return resample(as_mono(samples, allow_empty=allow_empty), rate)
+
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
+
+
+def load(path, *, start: float | None = None, stop: float | None = None) -> np.ndarray:
+    """Read an audio file (WAV, FLAC, OGG/Vorbis/Opus, MP3 where libsndfile has it, ...) as mono float32 at 16 kHz."""
+    import soundfile as sf
+
+    p = Path(os.fspath(path))
+    if not p.exists():
+        raise AudioError(f"no such audio file: {p}")
+    if p.is_dir():
+        raise AudioError(f"{p} is a directory, not an audio file")
+    try:
+        info = sf.info(str(p))
+        a0 = None if start is None else int(start * info.samplerate)
+        a1 = None if stop is None else int(stop * info.samplerate)
+        data, rate = sf.read(str(p), start=a0 or 0, stop=a1, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"cannot read {p} as audio ({exc})") from exc
+    if data.size == 0:
+        raise AudioError(f"{p} holds no audio samples")
+    return prepare(data.mean(axis=1), rate)
+
+
+def iter_file(path, block_seconds: float = 10.0):
+    """Yield (samples float32 mono, sample_rate) blocks of a file without reading it whole (bounded memory)."""
+    import soundfile as sf
+
+    p = Path(os.fspath(path))
+    if not p.exists():
+        raise AudioError(f"no such audio file: {p}")
+    try:
+        f = sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"cannot read {p} as audio ({exc})") from exc
+    with f:
+        rate = f.samplerate
+        block = max(1, int(block_seconds * rate))
+        got = False
+        while True:
+            try:
+                data = f.read(block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"{p} is truncated or corrupt ({exc})") from exc
+            if data.shape[0] == 0:
+                break
+            got = True
+            mono = data.mean(axis=1)
+            if not np.all(np.isfinite(mono)):
+                raise AudioError(f"{p} contains NaN or infinite samples")
+            yield mono, rate
+        if not got:
+            raise AudioError(f"{p} holds no audio samples")

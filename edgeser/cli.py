@@ -1,0 +1,203 @@
+"""The ``edgeser`` command line.
+
+    edgeser classify FILE... [--json] [--model PATH] [--backend auto|onnx|executorch]
+    edgeser analyze FILE...  [--json] [--partial] [--model PATH] [--backend ...]
+    edgeser devices [--json]
+
+Errors edgeser raises on purpose (bad file, bad model, no device) print one line on stderr and exit with code 2;
+with several files, every file is tried and the exit code is 2 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from typing import Sequence
+
+from .errors import EdgeserError, ModelError
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+BACKENDS = ("auto", "onnx", "executorch")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeser", description="On-device speech emotion recognition.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def model_args(sp):
+        sp.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
+        sp.add_argument("--json", action="store_true", help="print JSON instead of text")
+        sp.add_argument("--model", metavar="PATH", default=None, help="model file or directory (default: bundled)")
+        sp.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+
+    c = sub.add_parser("classify", help="one emotion per file", description="Classify the emotion of whole files.")
+    model_args(c)
+    a = sub.add_parser("analyze", help="emotion timeline per file",
+                       description="Emotion of each speech segment of the files (final events).")
+    model_args(a)
+    a.add_argument("--partial", action="store_true", help="also print partial events")
+    d = sub.add_parser("devices", help="list audio input devices", description="List audio input devices.")
+    d.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"edgeser: error: {msg}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _file_error(path: str, exc: BaseException) -> str:
+    msg = _one_line(exc)
+    return msg if str(path) in msg else f"{path}: {msg}"
+
+
+class _LazyModel:
+    """Loads the model on first use, so that a bad file is reported before (and without) loading a model."""
+
+    def __init__(self, args, model):
+        self._args, self._model = args, model
+
+    def __call__(self):
+        if self._model is None:
+            from .model import load
+
+            self._model = load(model=self._args.model, backend=self._args.backend)
+        return self._model
+
+
+def _fmt_scores(scores: dict) -> str:
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:3]
+    return " ".join(f"{k}={v:.2f}" for k, v in top)
+
+
+def _classify(args, model, out) -> int:
+    from .audio import load as load_audio
+    from .constants import SAMPLE_RATE
+
+    get_model = _LazyModel(args, model)
+    failed = False
+    results = []
+    for path in args.files:
+        try:
+            audio = load_audio(path)
+            r = get_model().classify(audio, SAMPLE_RATE)
+        except ModelError:
+            raise  # the model is unusable: no point trying the other files
+        except EdgeserError as exc:
+            failed = True
+            _err(_file_error(path, exc))
+            if args.json:
+                results.append({"file": path, "error": _file_error(path, exc)})
+            continue
+        if args.json:
+            results.append({"file": path, **r.to_dict()})
+        else:
+            extra = f"  ({_fmt_scores(r.scores)})" if r.scores else ""
+            speech = "  [no speech found]" if not r.duration else ""
+            print(f"{path}: {r.label} {r.confidence:.2f}{extra}{speech}", file=out)
+    if args.json:
+        print(json.dumps(results, indent=2), file=out)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _analyze_file(get_model, path, partial: bool) -> list:
+    """Stream the file through the model block by block (bounded memory), keeping final events (and partial ones)."""
+    from .audio import iter_file
+
+    blocks = iter_file(path)
+    first = next(blocks)  # a missing or unreadable file fails here, before the model is loaded
+    s = get_model().stream()
+    events = []
+    for block, rate in itertools.chain([first], blocks):
+        events.extend(s.accept(block, rate))
+    events.extend(s.flush())
+    return [e for e in events if partial or e.final]
+
+
+def _analyze(args, model, out) -> int:
+    get_model = _LazyModel(args, model)
+    failed = False
+    results = []
+    for path in args.files:
+        try:
+            events = _analyze_file(get_model, path, args.partial)
+        except ModelError:
+            raise  # the model is unusable: no point trying the other files
+        except EdgeserError as exc:
+            failed = True
+            _err(_file_error(path, exc))
+            if args.json:
+                results.append({"file": path, "error": _file_error(path, exc)})
+            continue
+        if args.json:
+            results.append({"file": path, "events": [e.to_dict() for e in events]})
+            continue
+        print(f"{path}:", file=out)
+        if not events:
+            print("  (no speech found)", file=out)
+        for e in events:
+            tag = "" if e.final else "  (partial)"
+            print(f"  {e.start:7.2f} - {e.end:7.2f}  {e.label:<10} {e.confidence:.2f}{tag}", file=out)
+    if args.json:
+        print(json.dumps(results, indent=2), file=out)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _devices(args, out) -> int:
+    from .listen import list_devices
+
+    devices = list_devices()
+    if args.json:
+        print(json.dumps(devices, indent=2), file=out)
+        return EXIT_OK
+    if not devices:
+        print("no audio input devices found", file=sys.stderr)
+        return EXIT_OK
+    for d in devices:
+        mark = "*" if d.get("default") else " "
+        host = f", {d['hostapi']}" if d.get("hostapi") else ""
+        print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']:g} Hz{host})",
+              file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, *, model=None, out=None) -> int:
+    """Run the command line; returns the exit code. ``model``: an already loaded model to use (tests, embedding);
+    ``out``: where results go (default stdout)."""
+    args = _parser().parse_args(argv)  # usage errors: argparse prints usage and exits with 2
+    out = sys.stdout if out is None else out
+    try:
+        if args.command == "classify":
+            return _classify(args, model, out)
+        if args.command == "analyze":
+            return _analyze(args, model, out)
+        if args.command == "devices":
+            return _devices(args, out)
+        raise AssertionError(args.command)
+    except EdgeserError as exc:
+        _err(_one_line(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `edgeser analyze ... | head`
+        try:
+            import os
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # silence the flush at exit
+        except Exception:
+            pass
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

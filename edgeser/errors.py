@@ -1,0 +1,17 @@
+"""Typed errors raised by edgeser. Every public entry point raises one of these for bad input."""
+
+
+class EdgeserError(Exception):
+    """Base class of every error edgeser raises on purpose."""
+
+
+class AudioError(EdgeserError, ValueError):
+    """The audio given is unusable: empty, non-finite, wrong dtype/shape, bad sample rate, unreadable file."""
+
+
+class ModelError(EdgeserError):
+    """A model file is missing, corrupt, of an unsupported format or version, or its backend is unavailable."""
+
+
+class DeviceError(EdgeserError):
+    """No usable audio input device (or the sounddevice/PortAudio stack is missing)."""

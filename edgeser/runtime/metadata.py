@@ -1,0 +1,72 @@
+"""The metadata an exported model carries: one schema, written by ``export/``, read by the runtime.
+
+ONNX: stored as the JSON string of the ``edgeser`` key in the model's ``metadata_props``.
+ExecuTorch: stored in the ``.pte`` as a constant method ``edgeser_metadata`` returning the UTF-8 JSON bytes as a
+uint8 tensor, and in a sidecar ``<file>.json`` (for runtimes that cannot run constant methods).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ModelError
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "edgeser"
+METADATA_METHOD = "edgeser_metadata"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    labels: tuple[str, ...]
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    window_frames: int  # mel frames per model input window
+    hop_frames: int  # the stream classifies a new window every hop_frames frames of speech
+    first_frames: int  # first (partial) window this many frames after a segment starts
+    input_name: str = "logmel"
+    input_shape: tuple[int, ...] = ()
+    output_name: str = "logits"
+    state: tuple[dict, ...] = ()  # [{"name", "shape", "dtype"}] carried by the caller; empty for windowed models
+    name: str = "edgeser-model"
+    version: str = "0"
+    schema: int = SCHEMA_VERSION
+    temperature: float = 1.0  # softmax temperature (calibration)
+    quantization: str = "none"
+    backbone: str = ""
+    training: dict = field(default_factory=dict)  # data, licence, protocol, command, validation metrics
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "model") -> "ModelInfo":
+        try:
+            raw = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{source}: edgeser metadata is not valid JSON ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ModelError(f"{source}: edgeser metadata is not a JSON object")
+        schema = raw.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise ModelError(f"{source}: metadata schema {schema!r} is not supported (this edgeser reads {SCHEMA_VERSION})")
+        known = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.default is f.default_factory is not None and f.name not in raw]
+        try:
+            kw = {k: v for k, v in raw.items() if k in known}
+            for k in ("labels", "input_shape"):
+                if k in kw:
+                    kw[k] = tuple(kw[k])
+            if "state" in kw:
+                kw["state"] = tuple(kw["state"])
+            info = cls(**kw)
+        except TypeError as exc:
+            raise ModelError(f"{source}: edgeser metadata incomplete ({exc}; missing {missing})") from exc
+        if not info.labels or len(set(info.labels)) != len(info.labels):
+            raise ModelError(f"{source}: labels must be a non-empty list of distinct names")
+        if info.window_frames <= 0 or info.hop_frames <= 0 or info.first_frames <= 0:
+            raise ModelError(f"{source}: window/hop sizes must be positive")
+        return info

@@ -1,0 +1,45 @@
+"""Result types. Plain frozen dataclasses, JSON-serialisable through ``to_dict()``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class EmotionResult:
+    """The emotion of a whole clip."""
+
+    label: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    duration: float = 0.0  # seconds of speech the result is based on (0.0 = no speech found)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+@dataclass(frozen=True)
+class EmotionEvent:
+    """The emotion of one speech segment, from ``start`` to ``end`` seconds of the stream.
+
+    ``final`` is False for partial events, emitted while the segment goes on (each covers the segment so far), and
+    True for the single last event of a segment.
+    """
+
+    start: float
+    end: float
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    final: bool
+    segment: int = 0  # index of the speech segment in the stream, counting from 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())

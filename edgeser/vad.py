@@ -1,0 +1,417 @@
+"""Speech segmentation: voice activity detection (VAD) and a streaming speech segmenter.
+
+Two frame-level detectors share one interface (``frame_samples``, ``reset()``, ``accept(x) -> probabilities``):
+
+* :class:`SileroVad` runs the Silero VAD v6 ONNX model (vendored as ``edgeser/models/silero_vad.onnx``, MIT, see
+  ``SILERO_VAD_LICENSE.txt``) with onnxruntime on one CPU thread. It is the default.
+* :class:`EnergyVad` is a model-free log-energy detector with an adaptive noise floor: a fallback and a baseline.
+
+Both cut the stream into consecutive frames of ``frame_samples`` (512 samples = 32 ms at 16 kHz) counted from the
+first sample ever fed; samples that do not fill a frame are buffered until the next call. The output therefore
+depends only on the signal, never on how it was split into chunks.
+
+:class:`Segmenter` turns the frame probabilities into ``start``/``end`` :class:`SegmentEvent` s with hysteresis
+(as Silero's ``VADIterator``/``get_speech_timestamps``), and :func:`speech_segments` does a whole signal at once
+with the same code.
+
+All input is 16 kHz mono; resample first (:func:`edgeser.audio.prepare` / :func:`edgeser.audio.load`).
+This module needs numpy and onnxruntime only, and keeps no module-level state: every object owns its session and
+buffers, so several streams can run side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import to_float32
+from .constants import SAMPLE_RATE
+from .errors import AudioError, ModelError
+
+__all__ = ["SILERO_MODEL_PATH", "SileroVad", "EnergyVad", "SegmentEvent", "Segmenter", "speech_segments"]
+
+SILERO_MODEL_PATH = Path(__file__).resolve().parent / "models" / "silero_vad.onnx"
+
+
+def _check_chunk(x) -> np.ndarray:
+    """Validate one chunk of 16 kHz mono audio and return it as contiguous float32.
+
+    Integer PCM is scaled to [-1, 1] (as everywhere in edgeser); an empty chunk is allowed (it does nothing).
+    Raises :class:`AudioError` for anything that is not 1-D, or that holds NaN/inf.
+    """
+    a = to_float32(x)
+    if a.ndim != 1:
+        raise AudioError(f"VAD input must be 1-D mono 16 kHz samples, got shape {a.shape}")
+    if a.size and not np.all(np.isfinite(a)):
+        raise AudioError("VAD input contains NaN or infinite samples")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class _Framer:
+    """Buffers samples and hands out consecutive whole frames, whatever the chunking of the input."""
+
+    def __init__(self, frame_samples: int):
+        self.frame_samples = frame_samples
+        self._buf = np.zeros(0, dtype=np.float32)
+
+    def reset(self) -> None:
+        self._buf = np.zeros(0, dtype=np.float32)
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Append ``x``; return the newly completed frames as an array of shape (n, frame_samples)."""
+        buf = np.concatenate([self._buf, x]) if self._buf.size else x
+        n = buf.size // self.frame_samples
+        used = n * self.frame_samples
+        self._buf = buf[used:].copy()
+        return buf[:used].reshape(n, self.frame_samples)
+
+    @property
+    def pending(self) -> int:
+        """Samples buffered that do not yet fill a frame."""
+        return int(self._buf.size)
+
+
+class SileroVad:
+    """Silero VAD v6 (ONNX) speech probabilities for 16 kHz audio, one per 512-sample (32 ms) frame.
+
+    Model I/O, as the reference ``OnnxWrapper`` of ``silero-vad==6.2.3``: each call takes ``input`` float32
+    [1, 64 + 512] (the last 64 samples of the previous frame, zeros at the start, followed by the new frame),
+    ``state`` float32 [2, 1, 128] (zeros at the start, then the previous ``stateN``) and ``sr`` int64 scalar 16000,
+    and returns ``output`` [1, 1] (the speech probability of the frame) and ``stateN``. The frames here are the
+    ones ``silero_vad.get_speech_timestamps`` uses (frame i = samples [512 i, 512 (i + 1))), so the probabilities
+    match the reference; the reference zero-pads a final partial frame, whereas a stream keeps it buffered.
+
+    Parameters
+    ----------
+    model_path:
+        ONNX file; default the vendored ``edgeser/models/silero_vad.onnx``.
+    threads:
+        onnxruntime intra-op threads (default 1: a 32 ms frame costs well under a millisecond, more threads only
+        add overhead and steal cores from the emotion model).
+    """
+
+    frame_samples = 512
+    context_samples = 64
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model_path=None, *, threads: int = 1):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - onnxruntime is a hard dependency
+            raise ModelError("onnxruntime is required for SileroVad") from exc
+        path = Path(model_path) if model_path is not None else SILERO_MODEL_PATH
+        if not path.is_file():
+            raise ModelError(f"Silero VAD model not found: {path}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"cannot load Silero VAD model {path}: {exc}") from exc
+        names_in = {i.name for i in self._session.get_inputs()}
+        names_out = [o.name for o in self._session.get_outputs()]
+        if names_in != {"input", "state", "sr"} or names_out[:2] != ["output", "stateN"]:
+            raise ModelError(f"{path} does not have the Silero VAD v5/v6 inputs/outputs (got {names_in}, {names_out})")
+        self.model_path = path
+        self._sr = np.array(self.sample_rate, dtype=np.int64)
+        self._framer = _Framer(self.frame_samples)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: recurrent state, context and buffered samples. The next sample is sample 0."""
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(self.context_samples, dtype=np.float32)
+        self._framer.reset()
+        self.frames_done = 0
+
+    def accept(self, x) -> np.ndarray:
+        """Feed 16 kHz mono samples; return the speech probabilities (float32, in [0, 1]) of the frames completed."""
+        frames = self._framer.push(_check_chunk(x))
+        out = np.empty(len(frames), dtype=np.float32)
+        inp = np.empty((1, self.context_samples + self.frame_samples), dtype=np.float32)
+        for k, frame in enumerate(frames):
+            inp[0, : self.context_samples] = self._context
+            inp[0, self.context_samples :] = frame
+            prob, self._state = self._session.run(None, {"input": inp, "state": self._state, "sr": self._sr})
+            out[k] = prob.reshape(-1)[0]
+            self._context = frame[-self.context_samples :].copy()
+        self.frames_done += len(frames)
+        return out
+
+
+class EnergyVad:
+    """Model-free VAD: band-limited log energy against an adaptive noise floor, one probability per 32 ms frame.
+
+    For each 512-sample frame (Hann window), ``e`` = 10 log10 of the mean power between ``band_hz`` (default
+    200-4000 Hz, where voiced speech has most of its energy and rumble/hiss least). The noise floor ``f`` (dB) tracks
+    the quiet frames: it falls fast (``f += fall * (e - f)`` when ``e < f``, ``fall`` = 0.3 per frame) and rises
+    slowly (at most ``rise_db_per_s`` = 3 dB/s), so it follows the noise level through speech pauses and adapts to a
+    louder background within seconds, while a few seconds of continuous speech barely move it. It starts at the
+    first frame's energy (and during the first ``warmup_s`` = 0.25 s falls to the minimum seen). The speech
+    probability is the logistic ``1 / (1 + exp(-(e - f - margin_db) / slope_db))``: 0.5 at ``margin_db`` = 6 dB above
+    the floor, ~0.9 at 10 dB (6 dB did best of 5-9 dB on ``benchmarks/vad.py``). Frames quieter than
+    ``abs_floor_db`` (-70 dBFS) are silence whatever the floor.
+
+    It has no notion of what speech sounds like: any sound clearly above the background (a door, music, a cough) is
+    "speech". Use it where the model cannot be loaded, or to compare (see ``benchmarks/vad.py``).
+    """
+
+    frame_samples = 512
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        *,
+        margin_db: float = 6.0,
+        slope_db: float = 2.0,
+        rise_db_per_s: float = 3.0,
+        fall: float = 0.3,
+        band_hz: tuple[float, float] = (200.0, 4000.0),
+        abs_floor_db: float = -70.0,
+        warmup_s: float = 0.25,
+    ):
+        self.margin_db = float(margin_db)
+        self.slope_db = float(slope_db)
+        self.rise_db_per_frame = float(rise_db_per_s) * self.frame_samples / self.sample_rate
+        self.fall = float(fall)
+        self.abs_floor_db = float(abs_floor_db)
+        self.warmup_frames = int(round(warmup_s * self.sample_rate / self.frame_samples))
+        freqs = np.fft.rfftfreq(self.frame_samples, 1.0 / self.sample_rate)
+        self._band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
+        self._window = np.hanning(self.frame_samples).astype(np.float32)
+        # scale so a sine in the band reads its mean power (a full-scale sine: -3 dB)
+        self._norm = 2.0 / (float(np.sum(self._window)) ** 2)
+        self._framer = _Framer(self.frame_samples)
+        self.reset()
+
+    def reset(self) -> None:
+        self._framer.reset()
+        self._floor = None
+        self.frames_done = 0
+
+    @property
+    def noise_floor_db(self) -> float | None:
+        """Current noise-floor estimate in dB (None before the first frame)."""
+        return self._floor
+
+    def frame_energy_db(self, frames: np.ndarray) -> np.ndarray:
+        """In-band energy (dB) of frames of shape (n, 512)."""
+        spec = np.fft.rfft(frames.astype(np.float64) * self._window, axis=1)
+        power = (spec.real**2 + spec.imag**2)[:, self._band].sum(axis=1) * self._norm
+        return 10.0 * np.log10(power + 1e-12)
+
+    def accept(self, x) -> np.ndarray:
+        """Feed 16 kHz mono samples; return the speech probabilities (float32) of the frames completed."""
+        frames = self._framer.push(_check_chunk(x))
+        if len(frames) == 0:
+            return np.zeros(0, dtype=np.float32)
+        energies = self.frame_energy_db(frames)
+        out = np.empty(len(frames), dtype=np.float32)
+        floor = self._floor
+        for k, e in enumerate(energies):
+            e = float(e)
+            if floor is None:
+                floor = e
+            elif self.frames_done + k < self.warmup_frames:
+                floor = min(floor, e)
+            elif e < floor:
+                floor += self.fall * (e - floor)
+            else:
+                floor = min(e, floor + self.rise_db_per_frame)
+            floor = max(floor, self.abs_floor_db - 20.0)
+            if e < self.abs_floor_db:
+                out[k] = 0.0
+            else:
+                z = (e - floor - self.margin_db) / self.slope_db
+                out[k] = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+        self._floor = floor
+        self.frames_done += len(frames)
+        return out
+
+
+@dataclass(frozen=True)
+class SegmentEvent:
+    """A speech segment boundary: ``kind`` is ``"start"`` or ``"end"``; ``sample`` is the absolute 16 kHz sample
+    index in the stream (counted from the first sample fed since the last reset) where the segment starts (padding
+    applied, never below 0) or ends (exclusive, padding applied)."""
+
+    kind: str
+    sample: int
+
+    @property
+    def seconds(self) -> float:
+        return self.sample / SAMPLE_RATE
+
+
+class Segmenter:
+    """Streaming speech segmenter: hysteresis on per-frame speech probabilities, as Silero's ``VADIterator`` /
+    ``get_speech_timestamps``.
+
+    A segment opens at the first frame with probability >= ``threshold``. While open, a frame below
+    ``neg_threshold`` starts a pause, a frame >= ``threshold`` cancels it (frames in between change nothing); when a
+    pause has lasted ``min_silence_ms`` the segment ends where the pause began (+ ``speech_pad_ms``). A segment is
+    only reported once it has lasted ``min_speech_ms`` (counted from its first speech frame, and not while in a pause);
+    a shorter blip is dropped silently, so a ``start`` is always followed by its ``end``. The start is reported with
+    its true position (first speech frame - ``speech_pad_ms``, never before 0 or before the previous end).
+
+    Defaults, and why:
+
+    * ``threshold`` = 0.5, ``neg_threshold`` = 0.35: Silero's own defaults (neg = threshold - 0.15).
+    * ``min_silence_ms`` = 192 (6 frames of 32 ms): the end of a segment is *known* once the probability has stayed
+      below ``neg_threshold`` for 192 ms. Silero's probability falls 1-2 frames after speech stops, so the ``end``
+      event comes out ~0.25 s (at most ~0.3 s) after the end of speech (measured on espeak-ng speech by
+      ``tests/test_vad.py`` and ``benchmarks/vad.py``), which leaves ~0.2 s of the product's 0.5 s budget for the
+      final emotion inference. The price: a pause is only bridged if Silero sees less than 192 ms of it. Measured
+      on espeak-ng phrases separated by silent gaps: gaps <= 0.15 s never split a sentence, 0.2 s gaps split it about
+      2 times in 3, gaps >= 0.22 s always. Latency and the longest pause bridged move together one for one (any
+      VAD without look-ahead has to wait out a pause to know it is not one): 200 ms (7 frames) gives mean/max
+      latency 0.29/0.33 s and splits 0.2 s gaps 1 time in 3; to keep 0.25 s gaps together takes ~300 ms, i.e.
+      ~0.35-0.4 s latency.
+    * ``min_speech_ms`` = 250 (Silero's default): drops clicks, knocks and breaths. It delays only the ``start``
+      event, not its position.
+    * ``speech_pad_ms`` = 30 (Silero's default): keeps the onset and the decay of the first/last phoneme.
+
+    ``vad`` is any object with ``frame_samples``, ``reset()`` and ``accept(x) -> probabilities``; None makes a
+    :class:`SileroVad`. Events depend only on the signal, never on the chunking of the input, but they can only come
+    out when the frame that decides them is complete, i.e. up to ``frame_samples`` - 1 samples plus the chunk size
+    after the decisive sample.
+    """
+
+    def __init__(
+        self,
+        vad=None,
+        threshold: float = 0.5,
+        neg_threshold: float = 0.35,
+        min_speech_ms: float = 250.0,
+        min_silence_ms: float = 192.0,
+        speech_pad_ms: float = 30.0,
+    ):
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if not 0.0 <= neg_threshold <= threshold:
+            raise ValueError(f"neg_threshold must be in [0, threshold], got {neg_threshold}")
+        for name, v in (("min_speech_ms", min_speech_ms), ("min_silence_ms", min_silence_ms),
+                        ("speech_pad_ms", speech_pad_ms)):
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {v}")
+        if speech_pad_ms >= min_silence_ms > 0:
+            raise ValueError("speech_pad_ms must be shorter than min_silence_ms")
+        self.vad = SileroVad() if vad is None else vad
+        self.frame_samples = int(self.vad.frame_samples)
+        self.threshold = float(threshold)
+        self.neg_threshold = float(neg_threshold)
+        self.min_speech_samples = int(round(min_speech_ms * SAMPLE_RATE / 1000))
+        self.min_silence_samples = int(round(min_silence_ms * SAMPLE_RATE / 1000))
+        self.pad_samples = int(round(speech_pad_ms * SAMPLE_RATE / 1000))
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._frame = 0  # index of the next frame to come
+        self._samples = 0  # samples fed so far
+        self._triggered = False  # a (possibly unconfirmed) segment is open
+        self._confirmed = False  # its start has been reported
+        self._start = 0  # first speech frame of the open segment
+        self._pause = None  # frame where the current pause began, or None
+        self._last_end = 0  # sample of the last reported end (starts never go before it)
+
+    def reset(self) -> None:
+        """Forget everything (the VAD too). The next sample fed is sample 0 again."""
+        self.vad.reset()
+        self._reset_state()
+
+    @property
+    def in_speech(self) -> bool:
+        """True between a reported ``start`` and its ``end``."""
+        return self._triggered and self._confirmed
+
+    @property
+    def position(self) -> int:
+        """Number of samples fed since the last reset."""
+        return self._samples
+
+    def _start_event(self) -> SegmentEvent:
+        self._confirmed = True
+        s = max(0, self._start * self.frame_samples - self.pad_samples, self._last_end)
+        return SegmentEvent("start", int(s))
+
+    def _close(self, end_sample: int, events: list) -> None:
+        end = int(min(end_sample, self._samples))
+        if self._confirmed:
+            events.append(SegmentEvent("end", end))
+            self._last_end = end
+        self._triggered = self._confirmed = False
+        self._pause = None
+
+    def _step(self, p: float, events: list) -> None:
+        i = self._frame
+        self._frame += 1
+        fs = self.frame_samples
+        if not self._triggered:
+            if p >= self.threshold:
+                self._triggered, self._confirmed, self._start, self._pause = True, False, i, None
+            else:
+                return
+        elif p >= self.threshold:
+            self._pause = None
+        elif p < self.neg_threshold and self._pause is None:
+            self._pause = i
+        if self._pause is not None:
+            if (i + 1 - self._pause) * fs >= self.min_silence_samples:
+                self._close(self._pause * fs + self.pad_samples, events)
+        elif not self._confirmed and (i + 1 - self._start) * fs >= self.min_speech_samples:
+            events.append(self._start_event())
+
+    def accept(self, x) -> list[SegmentEvent]:
+        """Feed 16 kHz mono samples (any length); return the events decided by the frames they completed."""
+        probs = self.vad.accept(x)
+        self._samples += int(np.asarray(x).shape[0])
+        events: list[SegmentEvent] = []
+        for p in probs:
+            self._step(float(p), events)
+        return events
+
+    def flush(self) -> list[SegmentEvent]:
+        """End of audio: close an open segment and reset (the next sample fed is sample 0 of a new stream).
+
+        An open segment ends at the end of the audio, or where its pause began (+ pad) if it was in a pause. One
+        that was not reported yet is reported (start and end) if it lasted ``min_speech_ms``.
+        """
+        events: list[SegmentEvent] = []
+        if self._triggered:
+            fs = self.frame_samples
+            if self._pause is not None:
+                end, speech_end = self._pause * fs + self.pad_samples, self._pause * fs
+            else:
+                end = speech_end = self._samples
+            if not self._confirmed and speech_end - self._start * fs >= self.min_speech_samples:
+                events.append(self._start_event())
+            self._close(end, events)
+        self.reset()
+        return events
+
+
+def speech_segments(x, segmenter: Segmenter | None = None) -> list[tuple[int, int]]:
+    """Speech segments of a whole 16 kHz mono signal as ``(start, end)`` sample pairs (end exclusive).
+
+    Runs ``segmenter`` (default a new ``Segmenter()``) from a reset state over ``x`` and flushes it, so the result
+    equals what a stream of ``x`` in any chunking reports. The segmenter is left reset.
+    """
+    seg = Segmenter() if segmenter is None else segmenter
+    a = _check_chunk(x)
+    seg.reset()
+    events = seg.accept(a) + seg.flush()
+    out: list[tuple[int, int]] = []
+    start = None
+    for ev in events:
+        if ev.kind == "start":
+            start = ev.sample
+        else:
+            out.append((int(start), int(ev.sample)))
+            start = None
+    return out

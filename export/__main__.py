@@ -1,0 +1,69 @@
+"""Export a trained student checkpoint to self-describing .onnx / .pte files, verified against eager PyTorch.
+
+    python -m export --checkpoint runs/default/student.pt --format onnx pte --quantize int8 \
+        --out edgeser/models/default --name edgeser-default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _args(argv):
+    ap = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[1])
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--format", nargs="+", choices=["onnx", "pte"], default=["onnx", "pte"])
+    ap.add_argument("--quantize", choices=["none", "int8"], default="int8")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--name", default="edgeser-default")
+    ap.add_argument("--verify-clips", type=int, default=24, help="held-out RAVDESS clips compared with eager")
+    ap.add_argument("--stream-seconds", type=float, default=60.0, help="continuous stream compared with eager")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = _args(argv)
+    import torch
+
+    from edgeser import __version__
+    from train.data.ravdess import load_ravdess
+
+    from .core import export_onnx, export_pte, verify
+    from .student import build_from_checkpoint, stream_check, verification_windows
+
+    ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
+    model, info = build_from_checkpoint(ck, name=a.name, version=__version__, quantization=a.quantize)
+    held_out = set(ck["validation"]["test_speakers"])
+    clips = [c for c in load_ravdess() if c.speaker in held_out]
+    rng = np.random.default_rng(0)
+    pick = [clips[i] for i in rng.choice(len(clips), size=min(a.verify_clips, len(clips)), replace=False)]
+    windows = verification_windows(pick)
+    example = (torch.from_numpy(windows[:1]),)
+    report = {"checkpoint": str(a.checkpoint), "command": "python -m export " + " ".join(argv or sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"), "files": {}}
+    # fp32 exports must match eager closely; dynamic int8 is compared with the same tolerance on labels
+    atol = 1e-3 if a.quantize == "none" else 0.6
+    agree = 1.0 if a.quantize == "none" else 0.97
+    for fmt in a.format:
+        path = a.out / f"{a.name}.{fmt}"
+        t0 = time.time()
+        q = None if a.quantize == "none" else a.quantize
+        (export_onnx if fmt == "onnx" else export_pte)(model, example, path, info, quantize=q)
+        took = time.time() - t0
+        v = verify(model, path, windows, atol=atol, min_label_agreement=agree)
+        s = stream_check(model, info, path, pick, seconds=a.stream_seconds)
+        report["files"][path.name] = {"bytes": path.stat().st_size, "export_seconds": round(took, 1),
+                                      "windows_vs_eager": v, "stream_vs_eager": s}
+        print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB, {took:.0f} s, {json.dumps(v)}, stream {json.dumps(s)}")
+    (a.out / f"{a.name}.export.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

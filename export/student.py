@@ -1,0 +1,87 @@
+"""Rebuild the student from its checkpoint, and the checks an export must pass on real audio."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeser.audio import load as load_audio
+from edgeser.constants import SAMPLE_RATE
+from edgeser.model import Model
+from edgeser.runtime import open_backend
+from edgeser.runtime.base import Backend
+from edgeser.runtime.metadata import ModelInfo
+
+LICENCE = "CC BY-NC-SA 4.0 (trained on RAVDESS; the model inherits its non-commercial, share-alike terms)"
+
+
+def build_from_checkpoint(ck: dict, *, name: str, version: str, quantization: str):
+    from train.backbones.whisper import whisper_encoder
+    from train.models.cta_rnn import CTARNN, CTARNNConfig, EncoderCTARNN
+    from train.student import stream_info
+
+    cfg = CTARNNConfig(**ck["config"])
+    enc, _ = whisper_encoder(ck["encoder"], ck["window_frames"])
+    head = CTARNN(cfg)
+    head.load_state_dict(ck["head"])
+    model = EncoderCTARNN(enc, head).eval()
+    val = ck["validation"]
+    info = stream_info(
+        labels=tuple(ck["labels"]), name=name, version=version, quantization=quantization,
+        backbone=f"whisper-{ck['encoder']} encoder (all {cfg.n_channels} hidden states) + CTA-RNN head",
+        training={
+            "data": "RAVDESS speech, actors 01-20 minus the held-out validation actors, 4 classes",
+            "licence": LICENCE,
+            "validation": {k: val[k] for k in ("uar", "wa", "macro_f1", "recall", "confusion", "test_speakers", "n")},
+            "command": ck.get("command", ""),
+        },
+    )
+    assert info.window_frames == ck["window_frames"] and info.hop_frames == ck["hop_frames"]
+    return model, info
+
+
+def verification_windows(clips) -> np.ndarray:
+    from train.student import runtime_windows
+
+    return np.concatenate([runtime_windows(load_audio(c.path)) for c in clips]).astype(np.float32)
+
+
+class TorchBackend(Backend):
+    """Eager PyTorch behind the runtime's Backend interface (the reference for export checks)."""
+
+    name = "torch"
+
+    def __init__(self, model, info: ModelInfo):
+        self.model, self.info, self.path = model, info, "<eager>"
+
+    def run(self, window: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.model(torch.from_numpy(np.ascontiguousarray(window))).numpy().reshape(-1)
+
+
+def stream_check(model, info: ModelInfo, path, clips, seconds: float = 60.0) -> dict:
+    """A continuous stream (clips back to back, with pauses, ``seconds`` long) through the exported file and
+    through eager PyTorch: every final event must have the same segment bounds and label; report the largest
+    score difference. Raises ExportMismatch otherwise."""
+    from .core import ExportMismatch
+
+    parts, total = [], 0
+    i = 0
+    while total < seconds * SAMPLE_RATE:
+        x = load_audio(clips[i % len(clips)].path)
+        parts += [x, np.zeros(int(0.6 * SAMPLE_RATE), np.float32)]
+        total += x.size + int(0.6 * SAMPLE_RATE)
+        i += 1
+    audio = np.concatenate(parts)[: int(seconds * SAMPLE_RATE)]
+    ref = Model(TorchBackend(model, info)).analyze(audio, SAMPLE_RATE)
+    got = Model(open_backend(path)).analyze(audio, SAMPLE_RATE)
+    if [(e.start, e.end) for e in ref] != [(e.start, e.end) for e in got]:
+        raise ExportMismatch(f"{path}: stream segments differ from eager")
+    same = sum(r.label == g.label for r, g in zip(ref, got))
+    diff = max((abs(r.scores[k] - g.scores[k]) for r, g in zip(ref, got) for k in r.scores), default=0.0)
+    res = {"seconds": seconds, "segments": len(ref), "label_agreement": same / max(len(ref), 1),
+           "max_score_diff": float(diff)}
+    if res["label_agreement"] < 0.95:
+        raise ExportMismatch(f"{path}: stream labels differ from eager: {res}")
+    return res

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One command for a fresh machine: system packages, a venv with everything (runtime, mic, ExecuTorch, training,
+# tests), then the main job on the bundled default model. Re-running it is safe and fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# System libraries: PortAudio (microphone), libsndfile (files), espeak-ng (generated test speech).
+need=()
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need+=(libportaudio2)
+ldconfig -p 2>/dev/null | grep -q libsndfile.so.1 || need+=(libsndfile1)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing system packages: ${need[*]}"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/pip --disable-pip-version-check -q"
+# torch first and pinned (a bare `torch` would pull a multi-GB CUDA build); executorch 1.5.1 and torchao 0.18.0
+# work with torch 2.13.0 and need only the small packages the project extras list, so they go --no-deps.
+$PIP install torch==2.13.0
+$PIP install --no-deps executorch==1.5.1 torchao==0.18.0
+$PIP install flatbuffers packaging pyyaml ruamel.yaml tabulate
+$PIP install -e ".[mic,train,dev]"
+
+# The main job: analyse speech with the bundled default model (ONNX Runtime, no torch on this path).
+mkdir -p .cache
+espeak-ng -w .cache/hello.wav "Hello! I am so happy to finally meet you. This is wonderful news." 2>/dev/null
+echo "== edgeser analyze (bundled default model) =="
+.venv/bin/edgeser analyze .cache/hello.wav
+sample=$(ls ../shared/data/ravdess/Actor_01/03-01-05-02-01-01-01.flac 2>/dev/null || true)
+if [ -n "$sample" ]; then
+  echo "== edgeser classify on a RAVDESS clip (actor 01, angry) =="
+  .venv/bin/edgeser classify "$sample"
+fi
+echo "set-up done. Tests: .venv/bin/python -m pytest -q"

@@ -1,0 +1,1 @@
+"""Training code for edgeser (datasets, augmentation, recipes). Imports edgeser; edgeser never imports this."""

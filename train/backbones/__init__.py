@@ -1,0 +1,1 @@
+"""Pretrained backbones. Weights come from installed packages or local paths only (no model hub)."""

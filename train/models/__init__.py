@@ -1,0 +1,1 @@
+"""Model definitions (PyTorch). Configs are frozen dataclasses saved inside checkpoints."""

@@ -1,0 +1,189 @@
+"""CTA-RNN (Chen & Zhang, paper 002): channel- and temporal-wise attention RNN over ASR-encoder layer embeddings.
+
+Sec. 3 of the paper, in code:
+- The embeddings of the N encoder blocks, ``E`` in R^{N x m x d_e}, go through N *independent* RNNs
+  (:class:`GroupedGRU`; paper: 2-layer BiGRU, 256 units, dropout 0.3) -> ``H`` in R^{N x m x d_h}.
+- Two anchors: the channel-wise mean ``H~_c`` (m x d_h) and the temporal mean ``H~_t`` (N x d_h).
+- Per head j (paper: 8 heads x 64): alpha_t,j = softmax(W^Q_t,j (W^K_t,j H~_t^T) / sqrt(d_a))  (eq. 1, over the N
+  channels) and alpha_c,j likewise over the m frames (eq. 2); A_j = alpha_c,j^T alpha_t,j (eq. 3, m x N);
+  v_j = sum over (m, N) of (W^V_j H^T) (.) A_j (eq. 4, in R^{d_a}); v = concat_j v_j -> classifier.
+
+The RNNs are written out (not ``nn.GRU``) so that the N channels x 2 directions run as one batched matmul per step and
+the graph exports to ONNX and ExecuTorch/XNNPACK as plain matmuls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class CTARNNConfig:
+    n_channels: int = 5  # N: encoder blocks used (embedding output + each layer)
+    d_in: int = 384  # d_e
+    d_rnn: int = 64  # hidden units per direction
+    rnn_layers: int = 1
+    bidirectional: bool = True
+    n_heads: int = 4  # n_alpha
+    d_head: int = 32  # d_alpha
+    n_classes: int = 4
+    dropout: float = 0.3
+    time_pool: int = 2  # average-pool encoder frames by this factor before the RNNs
+
+    @classmethod
+    def paper(cls, n_channels: int = 12, d_in: int = 512, n_classes: int = 4) -> "CTARNNConfig":
+        return cls(n_channels=n_channels, d_in=d_in, d_rnn=256, rnn_layers=2, n_heads=8, d_head=64,
+                   n_classes=n_classes, dropout=0.3, time_pool=1)
+
+    @classmethod
+    def tiny(cls, n_channels: int = 3, d_in: int = 16, n_classes: int = 4) -> "CTARNNConfig":
+        return cls(n_channels=n_channels, d_in=d_in, d_rnn=8, rnn_layers=1, n_heads=2, d_head=4,
+                   n_classes=n_classes, dropout=0.0, time_pool=1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GroupedGRU(nn.Module):
+    """G independent single-layer GRUs (G = channels x directions) over [G, B, T, D] inputs, batched per step.
+
+    Gate equations as ``torch.nn.GRU`` (r, z, n order; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
+    Reverse-direction groups are run on time-flipped inputs by the caller.
+    """
+
+    def __init__(self, groups: int, d_in: int, d_hidden: int):
+        super().__init__()
+        self.groups, self.d_hidden = groups, d_hidden
+        k = 1.0 / math.sqrt(d_hidden)
+        self.w_ih = nn.Parameter(torch.empty(groups, d_in, 3 * d_hidden).uniform_(-k, k))
+        self.w_hh = nn.Parameter(torch.empty(groups, d_hidden, 3 * d_hidden).uniform_(-k, k))
+        self.b_ih = nn.Parameter(torch.empty(groups, 1, 3 * d_hidden).uniform_(-k, k))
+        self.b_hh = nn.Parameter(torch.empty(groups, 1, 3 * d_hidden).uniform_(-k, k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [G, B, T, D] -> [G, B, T, H]
+        g, b, t, _ = x.shape
+        hd = self.d_hidden
+        xi = torch.matmul(x.reshape(g, b * t, -1), self.w_ih).reshape(g, b, t, 3 * hd) + self.b_ih.unsqueeze(2)
+        h = x.new_zeros(g, b, hd)
+        outs = []
+        for step in range(t):
+            gi = xi[:, :, step]
+            gh = torch.matmul(h, self.w_hh) + self.b_hh
+            r = torch.sigmoid(gi[..., :hd] + gh[..., :hd])
+            z = torch.sigmoid(gi[..., hd : 2 * hd] + gh[..., hd : 2 * hd])
+            n = torch.tanh(gi[..., 2 * hd :] + r * gh[..., 2 * hd :])
+            h = (1.0 - z) * n + z * h
+            outs.append(h)
+        return torch.stack(outs, dim=2)
+
+
+class ChannelRNNs(nn.Module):
+    """N independent (bi)GRU stacks, one per encoder channel: [B, N, T, D] -> [B, N, T, d_h]."""
+
+    def __init__(self, n: int, d_in: int, d_rnn: int, layers: int, bidirectional: bool, dropout: float):
+        super().__init__()
+        self.n, self.dirs = n, 2 if bidirectional else 1
+        self.layers = nn.ModuleList(
+            GroupedGRU(n * self.dirs, d_in if i == 0 else d_rnn * self.dirs, d_rnn) for i in range(layers)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        x = e.transpose(0, 1)  # [N, B, T, D]
+        for i, gru in enumerate(self.layers):
+            if i:
+                x = self.drop(x)
+            if self.dirs == 2:
+                inp = torch.cat([x, x.flip(2)], dim=0)  # [2N, B, T, D]
+                y = gru(inp)
+                x = torch.cat([y[: self.n], y[self.n :].flip(2)], dim=-1)  # [N, B, T, 2H]
+            else:
+                x = gru(x)
+        return x.transpose(0, 1)  # [B, N, T, d_h]
+
+
+class ChannelTemporalAttention(nn.Module):
+    """Eqs. (1)-(4): multi-head attention over channels and time applied to the full H, output [B, heads*d_head]."""
+
+    def __init__(self, d_h: int, n_heads: int, d_head: int):
+        super().__init__()
+        self.n_heads, self.d_head = n_heads, d_head
+        self.k_t = nn.Linear(d_h, n_heads * d_head, bias=False)  # W^K_t
+        self.q_t = nn.Parameter(torch.randn(n_heads, d_head) / math.sqrt(d_head))  # W^Q_t
+        self.k_c = nn.Linear(d_h, n_heads * d_head, bias=False)  # W^K_c
+        self.q_c = nn.Parameter(torch.randn(n_heads, d_head) / math.sqrt(d_head))  # W^Q_c
+        self.v = nn.Linear(d_h, n_heads * d_head, bias=False)  # W^V
+
+    def forward(self, h: torch.Tensor):  # h: [B, N, m, d_h]
+        b, n, m, _ = h.shape
+        nh, da = self.n_heads, self.d_head
+        h_t = h.mean(dim=2)  # temporal mean: anchor over channels  [B, N, d_h]
+        h_c = h.mean(dim=1)  # channel mean: anchor over time       [B, m, d_h]
+        kt = self.k_t(h_t).reshape(b, n, nh, da)
+        kc = self.k_c(h_c).reshape(b, m, nh, da)
+        a_t = torch.softmax((kt * self.q_t).sum(-1) / math.sqrt(da), dim=1)  # [B, N, heads]  eq. 1
+        a_c = torch.softmax((kc * self.q_c).sum(-1) / math.sqrt(da), dim=1)  # [B, m, heads]  eq. 2
+        a = a_c.unsqueeze(1) * a_t.unsqueeze(2)  # A_j = alpha_c^T alpha_t      [B, N, m, heads]  eq. 3
+        val = self.v(h).reshape(b, n, m, nh, da)  # W^V H^T
+        out = (val * a.unsqueeze(-1)).sum(dim=(1, 2))  # eq. 4: [B, heads, d_head]
+        return out.reshape(b, nh * da), a
+
+
+class CTARNN(nn.Module):
+    """Head: per-channel LayerNorm -> time pooling -> N independent BiGRUs -> channel/temporal attention -> linear."""
+
+    def __init__(self, cfg: CTARNNConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.norm = nn.LayerNorm(cfg.d_in)
+        self.rnns = ChannelRNNs(cfg.n_channels, cfg.d_in, cfg.d_rnn, cfg.rnn_layers, cfg.bidirectional, cfg.dropout)
+        d_h = cfg.d_rnn * (2 if cfg.bidirectional else 1)
+        self.attn = ChannelTemporalAttention(d_h, cfg.n_heads, cfg.d_head)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.n_classes)
+
+    def pool(self, e: torch.Tensor) -> torch.Tensor:
+        """[B, N, T, D] -> [B, N, T // p, D] (average over ``time_pool`` frames)."""
+        p = self.cfg.time_pool
+        if p == 1:
+            return e
+        b, n, t, d = e.shape
+        return e[:, :, : t - t % p].reshape(b, n, t // p, p, d).mean(dim=3)
+
+    def forward(self, e: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        if not pooled:
+            e = self.pool(e)
+        h = self.rnns(self.norm(e))
+        v, _ = self.attn(h)
+        return self.out(self.drop(v))
+
+
+def whisper_normalize(logmel: torch.Tensor, dynamic_range: float = 8.0) -> torch.Tensor:
+    """Whisper's per-input normalisation of log10-mel [B, 80, T] (same as edgeser.features.whisper_normalize)."""
+    peak = logmel.amax(dim=(1, 2), keepdim=True)
+    return (torch.maximum(logmel, peak - dynamic_range) + 4.0) / 4.0
+
+
+class EncoderCTARNN(nn.Module):
+    """The on-device model: raw log10-mel window [B, 80, W] -> normalise -> Whisper encoder (all hidden states)
+    -> CTA-RNN head -> logits [B, classes]. A pure function of its input (no state)."""
+
+    def __init__(self, encoder: nn.Module, head: CTARNN, layers: tuple[int, ...] | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.layers = layers
+
+    def embed(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Pooled, stacked encoder hidden states [B, N, T', D] (what the head sees; cached for head training)."""
+        hs = self.encoder(whisper_normalize(logmel), output_hidden_states=True).hidden_states
+        if self.layers is not None:
+            hs = [hs[i] for i in self.layers]
+        return self.head.pool(torch.stack(list(hs), dim=1))
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(logmel), pooled=True)

@@ -1,0 +1,249 @@
+"""Train the on-device model: frozen Whisper encoder -> CTA-RNN head, on RAVDESS, speaker-independent.
+
+    python -m train.student embed --encoder tiny.en --copies 4          # cache encoder states of every window
+    python -m train.student fit --encoder tiny.en --fold 0 --out runs/default   # train + validate on held-out actors
+    python -m train.student cv --encoder tiny.en                         # all 5 folds -> benchmarks/results
+
+Windows are produced by edgeser's own runtime path (``edgeser.Model.classify`` with a recording backend): VAD on the
+(augmented) audio, windows of ``WINDOW_FRAMES`` log-mel frames at the runtime's positions. The model is therefore
+trained on exactly the inputs it gets on the device. The encoder is frozen, so its hidden states are computed once
+per window (clean copy + augmented copies, seeded) and cached; the head trains on the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from edgeser.audio import load as load_audio
+from edgeser.constants import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
+from edgeser.model import Model
+from edgeser.runtime.base import Backend
+from edgeser.runtime.metadata import ModelInfo
+
+from .augment import Augmenter
+from .data.ravdess import LABELS4, load_ravdess, speaker_folds, split
+from .metrics import classification_report
+
+WINDOW_FRAMES = 200  # 2 s of log-mel per model input
+HOP_FRAMES = 50  # a new window every 0.5 s of speech
+FIRST_FRAMES = 50  # first (partial) result 0.5 s after a segment starts
+CACHE = Path(os.environ.get("EDGESER_CACHE", Path.home() / ".cache" / "edgeser"))
+
+
+def stream_info(labels=LABELS4, **extra) -> ModelInfo:
+    return ModelInfo(
+        labels=tuple(labels), sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=N_MELS,
+        window_frames=WINDOW_FRAMES, hop_frames=HOP_FRAMES, first_frames=FIRST_FRAMES,
+        input_shape=(1, N_MELS, WINDOW_FRAMES), **extra,
+    )
+
+
+class RecordingBackend(Backend):
+    """Records every window the runtime would classify (returns flat logits)."""
+
+    name = "recording"
+
+    def __init__(self, info: ModelInfo):
+        self.info, self.path, self.windows = info, "<recording>", []
+
+    def run(self, window: np.ndarray) -> np.ndarray:
+        self.windows.append(window[0].copy())
+        return np.zeros(len(self.info.labels), np.float32)
+
+
+def runtime_windows(x: np.ndarray) -> np.ndarray:
+    """The log-mel windows [n, 80, WINDOW_FRAMES] that ``edgeser.Model.classify`` feeds the model for clip ``x``."""
+    rec = RecordingBackend(stream_info())
+    Model(rec).classify(x, SAMPLE_RATE)
+    return np.stack(rec.windows)
+
+
+def build_encoder(name: str):
+    import torch
+
+    from .backbones.whisper import whisper_encoder
+    from .models.cta_rnn import CTARNN, CTARNNConfig, EncoderCTARNN
+
+    enc, dims = whisper_encoder(name, WINDOW_FRAMES)
+    cfg = CTARNNConfig(n_channels=dims.n_layers + 1, d_in=dims.d_model, n_classes=len(LABELS4))
+    model = EncoderCTARNN(enc, CTARNN(cfg)).eval()
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    torch.set_grad_enabled(False)
+    return model, cfg, dims
+
+
+def cache_path(encoder: str, copy: int) -> Path:
+    return CACHE / "emb" / f"ravdess4-{encoder.replace('/', '_')}-w{WINDOW_FRAMES}" / f"copy{copy}.npz"
+
+
+def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None) -> None:
+    """Cache pooled encoder states of every runtime window: copy 0 clean, copies 1.. augmented (seeded)."""
+    import torch
+    from tqdm import tqdm
+
+    clips = load_ravdess()[:limit]
+    model, cfg, _ = build_encoder(encoder)
+    for c in range(copies):
+        out = cache_path(encoder, c)
+        if out.is_file():
+            print(f"cached: {out}")
+            continue
+        aug = Augmenter(p=0.9, seed=seed * 1000 + c) if c else None
+        embs, owner = [], []
+        for i, clip in enumerate(tqdm(clips, desc=f"embed {encoder} copy {c}")):
+            x = load_audio(clip.path)
+            if aug is not None:
+                x = aug(x)
+            wins = runtime_windows(x)
+            with torch.no_grad():
+                e = model.embed(torch.from_numpy(wins))
+            embs.append(e.numpy().astype(np.float16))
+            owner += [i] * len(wins)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, emb=np.concatenate(embs), clip=np.asarray(owner, np.int32),
+                 paths=np.asarray([c_.path for c_ in clips]))
+        print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
+
+
+def load_cache(encoder: str, copies: int):
+    data = []
+    for c in range(copies):
+        z = np.load(cache_path(encoder, c))
+        data.append((z["emb"], z["clip"]))
+    return data
+
+
+def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, seed: int = 0,
+        batch: int = 64, lr: float = 1e-3) -> dict:
+    """Train the head on the training actors of ``fold``; validate clip-level on its held-out actors."""
+    import torch
+    from tqdm import tqdm
+
+    from .models.cta_rnn import CTARNN, CTARNNConfig
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    clips = load_ravdess()
+    folds = speaker_folds(clips, n_folds=5, seed=0)
+    train_clips, test_clips = split(clips, folds, fold)
+    train_ids = {c.path for c in train_clips}
+    y_clip = np.asarray([LABELS4.index(c.label) for c in clips])
+    is_train = np.asarray([c.path in train_ids for c in clips])
+    data = load_cache(encoder, copies)
+    d = data[0][0].shape
+    cfg = CTARNNConfig(n_channels=d[1], d_in=d[3], n_classes=len(LABELS4))
+    head = CTARNN(cfg)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
+    # every training window of every copy; class-balanced sampling by clip label
+    pool = [(c, j) for c, (_, owner) in enumerate(data) for j in np.nonzero(is_train[owner])[0]]
+    pool = np.asarray(pool)
+    labels = np.asarray([y_clip[data[c][1][j]] for c, j in pool])
+    w = 1.0 / np.bincount(labels, minlength=len(LABELS4))[labels]
+    w /= w.sum()
+    steps_per_epoch = max(1, int(is_train.sum()) * 2 // batch)  # ~2 windows per training clip per epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
+    t0 = time.time()
+    head.train()
+    for ep in range(epochs):
+        tot = 0.0
+        for _ in tqdm(range(steps_per_epoch), desc=f"fold {fold} epoch {ep + 1}/{epochs}", leave=False):
+            idx = rng.choice(len(pool), size=batch, p=w)
+            xb = torch.from_numpy(np.stack([data[c][0][j] for c, j in pool[idx]]).astype(np.float32))
+            yb = torch.from_numpy(labels[idx])
+            with torch.enable_grad():
+                loss = torch.nn.functional.cross_entropy(head(xb, pooled=True), yb, label_smoothing=0.1)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+                opt.step()
+            sched.step()
+            tot += float(loss)
+        print(f"fold {fold} epoch {ep + 1}: loss {tot / steps_per_epoch:.4f}", flush=True)
+    train_seconds = time.time() - t0
+    head.eval()
+    # clip-level validation on held-out actors, clean audio, exactly like Model.classify (mean window probs)
+    emb, owner = data[0]
+    test_idx = np.nonzero(~is_train)[0]
+    probs = {}
+    with torch.no_grad():
+        for i in test_idx:
+            win = torch.from_numpy(emb[owner == i].astype(np.float32))
+            probs[i] = torch.softmax(head(win, pooled=True), -1).mean(0).numpy()
+    y_true = np.asarray([y_clip[i] for i in test_idx])
+    y_pred = np.asarray([int(np.argmax(probs[i])) for i in test_idx])
+    report = classification_report(y_true, y_pred, LABELS4)
+    result = {
+        "model": "cta_rnn_student", "encoder": f"whisper-{encoder}", "fold": fold,
+        "test_speakers": sorted(folds[fold]), "epochs": epochs, "copies": copies, "seed": seed,
+        "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
+        "head_config": cfg.to_dict(), **report,
+    }
+    print(json.dumps({k: result[k] for k in ("fold", "uar", "wa")}), flush=True)
+    if out is not None:
+        import torch
+
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": cfg.to_dict(), "head": head.state_dict(), "encoder": encoder,
+                    "labels": list(LABELS4), "window_frames": WINDOW_FRAMES, "hop_frames": HOP_FRAMES,
+                    "first_frames": FIRST_FRAMES, "validation": result,
+                    "command": " ".join(["python -m train.student"] + sys.argv[1:])},
+                   out / "student.pt")
+        (out / "validation.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.student", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("embed", "fit", "cv"):
+        p = sub.add_parser(name)
+        p.add_argument("--encoder", default="tiny.en", help="tiny.en | base | a faster-whisper directory")
+        p.add_argument("--copies", type=int, default=4, help="1 clean + (copies-1) augmented copies per clip")
+        p.add_argument("--seed", type=int, default=0)
+        if name == "embed":
+            p.add_argument("--limit", type=int, default=None, help="only the first N clips (smoke tests)")
+        else:
+            p.add_argument("--epochs", type=int, default=25)
+        if name == "fit":
+            p.add_argument("--fold", type=int, default=0)
+            p.add_argument("--out", type=Path, default=Path("runs/default"))
+        if name == "cv":
+            p.add_argument("--results", type=Path, default=Path("benchmarks/results/student_cv.json"))
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if a.cmd == "embed":
+        embed(a.encoder, a.copies, a.seed, a.limit)
+    elif a.cmd == "fit":
+        embed(a.encoder, a.copies, a.seed)
+        fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed)
+    else:
+        embed(a.encoder, a.copies, a.seed)
+        recs = [fit(a.encoder, f, a.copies, a.epochs, None, a.seed) for f in range(5)]
+        summary = {
+            "command": "python -m train.student " + " ".join(sys.argv[1:] if argv is None else argv),
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu",
+            "date": time.strftime("%Y-%m-%d"),
+            "mean_uar": float(np.mean([r["uar"] for r in recs])),
+            "mean_wa": float(np.mean([r["wa"] for r in recs])),
+            "folds": recs,
+        }
+        a.results.parent.mkdir(parents=True, exist_ok=True)
+        a.results.write_text(json.dumps(summary, indent=1))
+        print(f"mean UAR {summary['mean_uar']:.4f}  WA {summary['mean_wa']:.4f} -> {a.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
