@@ -155,7 +155,7 @@ class Stream:
         buf = self._frames[:, max(a, 0) : b]
         if buf.shape[1] < w:  # before the stream began: digital silence
             buf = np.concatenate([np.full((N_MELS, w - buf.shape[1]), SILENCE_LOGMEL, np.float32), buf], axis=1)
-        return buf[None]
+        return np.ascontiguousarray(buf[None])  # same bytes, same layout, whatever the chunking
 
     def _classify_window(self, seg: _Segment, end: int) -> None:
         probs = softmax(self._backend.run(self._window(end)), self._info.temperature)
