@@ -35,14 +35,41 @@ def _clips(info):
     return root, rows
 
 
-def accuracy(model) -> dict:
+CONDITIONS = {
+    # name: (augmentation function name in train.augment, keyword arguments); seeded per clip
+    "clean": None,
+    "pink noise 20 dB": ("add_noise", {"snr_db": 20.0, "kind": "pink"}),
+    "pink noise 10 dB": ("add_noise", {"snr_db": 10.0, "kind": "pink"}),
+    "white noise 0 dB": ("add_noise", {"snr_db": 0.0, "kind": "white"}),
+    "clicks 10 dB": ("add_noise", {"snr_db": 10.0, "kind": "clicks"}),
+    "mains hum 10 dB": ("add_noise", {"snr_db": 10.0, "kind": "hum"}),
+    "reverb RT60 0.6 s": ("reverb", {"rt60": 0.6}),
+    "telephone band": ("telephone", {"mu_law": True}),
+    "mp3 codec": ("codec", {"name": "mp3", "level": 0.9}),
+    "gain -20 dB": ("gain", {"db": -20.0}),
+    "gain +10 dB": ("gain", {"db": 10.0}),
+}
+
+
+def _condition(x: np.ndarray, cond, seed: int) -> np.ndarray:
+    if cond is None:
+        return x
+    import train.augment as A
+
+    fn, kw = cond
+    if fn == "codec" and "mp3" not in A.available_codecs():
+        kw = {**kw, "name": A.available_codecs()[0]}
+    return getattr(A, fn)(x, np.random.default_rng(seed), **kw)
+
+
+def accuracy(model, cond=None) -> dict:
     from edgeser.audio import load as load_audio
     from train.metrics import classification_report
 
     root, rows = _clips(model.info)
     y_true, y_pred = [], []
-    for r in rows:
-        res = model.classify(load_audio(root / r["path"]), 16000)
+    for i, r in enumerate(rows):
+        res = model.classify(_condition(load_audio(root / r["path"]), cond, i), 16000)
         y_true.append(model.labels.index(r["emotion"]))
         y_pred.append(model.labels.index(res.label))
     return classification_report(y_true, y_pred, model.labels)
@@ -121,6 +148,13 @@ def main(argv=None) -> int:
         out["models"][b] = rec
         print(b, f"UAR {rec['accuracy']['uar']:.4f} WA {rec['accuracy']['wa']:.4f} RTF {rec['speed']['rtf']:.4f}",
               f"final {rec['live']['final_after_speech_end_s']}", flush=True)
+    # robustness of the ONNX model under recording-condition shifts (same held-out clips, seeded per clip)
+    m = edgeser.load(backend="onnx", threads=1)
+    out["conditions"] = {}
+    for name, cond in CONDITIONS.items():
+        r = accuracy(m, cond)
+        out["conditions"][name] = {"uar": r["uar"], "wa": r["wa"], "recall": r["recall"]}
+        print(f"{name}: UAR {r['uar']:.4f}", flush=True)
     out["validation_speakers"] = m.info.training["validation"]["test_speakers"]
     out["peak_rss_mib"] = peak_rss_mib()
     print(write_result("default_model.json", out, argv))

@@ -44,6 +44,14 @@ def default_model(d) -> list[str]:
     out += ["", f"Peak RSS of the benchmark process: {d['peak_rss_mib']:.0f} MiB. RTF = processing time / audio "
             f"duration over {next(iter(d['models'].values()))['speed']['audio_seconds']:.0f} s of held-out speech "
             "with pauses, features + VAD + model included.", ""]
+    if d.get("conditions"):
+        out += ["Held-out speakers under recording-condition shifts (ONNX model; `benchmarks/default_model.py` "
+                "CONDITIONS, generated with `train/augment.py`, seeded per clip):", "",
+                "| condition | UAR % | WA % | recall N/H/A/S % |", "|---|---|---|---|"]
+        for name, r in d["conditions"].items():
+            rec = "/".join(_pct(v) for v in r["recall"].values())
+            out.append(f"| {name} | {_pct(r['uar'])} | {_pct(r['wa'])} | {rec} |")
+        out.append("")
     for b, r in d["models"].items():
         a = r["accuracy"]
         out += [f"Confusion matrix ({b}; rows = truth, columns = prediction, order {', '.join(a['labels'])}):", "", "```"]
@@ -52,14 +60,16 @@ def default_model(d) -> list[str]:
 
 
 def student_cv(d) -> list[str]:
-    out = ["## The default recipe, speaker-independent 5-fold cross-validation (eager, clean clips)", "", _prov(d), ""]
-    out += ["| fold | test actors | UAR % | WA % | recall N/H/A/S % | train s | device |", "|---|---|---|---|---|---|---|"]
-    for r in d["folds"]:
-        rec = "/".join(_pct(r["recall"][k]) for k in r["labels"])
-        out.append(f"| {r['fold']} | {', '.join(s.replace('Actor_', '') for s in r['test_speakers'])} | {_pct(r['uar'])} | "
-                   f"{_pct(r['wa'])} | {rec} | {r['train_seconds']:.0f} | {r['device']} |")
-    out += [f"| **mean** | | **{_pct(d['mean_uar'])}** | **{_pct(d['mean_wa'])}** | | | |", ""]
-    return out
+    out = ["## The default recipe, speaker-independent 5-fold cross-validation", "", _prov(d), "", d.get("protocol", ""), ""]
+    out += ["| variant | fold | test actors | UAR % | WA % | recall N/H/A/S % | train s | device |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, v in d["variants"].items():
+        for r in v["folds"]:
+            rec = "/".join(_pct(r["recall"][k]) for k in r["labels"])
+            out.append(f"| {name} | {r['fold']} | {', '.join(s.replace('Actor_', '') for s in r['test_speakers'])} | "
+                       f"{_pct(r['uar'])} | {_pct(r['wa'])} | {rec} | {r['train_seconds']:.0f} | {r['device']} |")
+        out.append(f"| **{name}** | **mean** | | **{_pct(v['mean_uar'])}** | **{_pct(v['mean_wa'])}** | | | |")
+    return out + [""]
 
 
 def encoders(d) -> list[str]:

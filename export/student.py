@@ -21,13 +21,19 @@ def build_from_checkpoint(ck: dict, *, name: str, version: str, quantization: st
 
     cfg = CTARNNConfig(**ck["config"])
     enc, _ = whisper_encoder(ck["encoder"], ck["window_frames"])
+    if ck.get("encoder_state"):  # fine-tuned top layers (LP-FT); the rest stays the packaged pretrained weights
+        missing = set(ck["encoder_state"]) - set(enc.state_dict())
+        if missing:
+            raise ValueError(f"checkpoint encoder_state has unknown keys: {sorted(missing)[:5]}")
+        enc.load_state_dict(ck["encoder_state"], strict=False)
     head = CTARNN(cfg)
     head.load_state_dict(ck["head"])
     model = EncoderCTARNN(enc, head).eval()
     val = ck["validation"]
     info = stream_info(
         labels=tuple(ck["labels"]), name=name, version=version, quantization=quantization,
-        backbone=f"whisper-{ck['encoder']} encoder (all {cfg.n_channels} hidden states) + CTA-RNN head",
+        backbone=(f"whisper-{ck['encoder']} encoder (all {cfg.n_channels} hidden states"
+                  f"{', top layers fine-tuned' if ck.get('encoder_state') else ', frozen'}) + CTA-RNN head"),
         training={
             "data": "RAVDESS speech, actors 01-20 minus the held-out validation actors, 4 classes",
             "licence": LICENCE,

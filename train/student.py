@@ -82,36 +82,49 @@ def build_encoder(name: str):
     return model, cfg, dims
 
 
-def cache_path(encoder: str, copy: int) -> Path:
-    return CACHE / "emb" / f"ravdess4-{encoder.replace('/', '_')}-w{WINDOW_FRAMES}" / f"copy{copy}.npz"
+def cache_path(encoder: str, copy: int, tap: int | None = None) -> Path:
+    suffix = "" if tap is None else f"-tap{tap}"
+    return CACHE / "emb" / f"ravdess4-{encoder.replace('/', '_')}-w{WINDOW_FRAMES}" / f"copy{copy}{suffix}.npz"
 
 
-def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None) -> None:
-    """Cache pooled encoder states of every runtime window: copy 0 clean, copies 1.. augmented (seeded)."""
+def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None, tap: int | None = None) -> None:
+    """Cache pooled encoder states of every runtime window: copy 0 clean, copies 1.. augmented (seeded).
+
+    With ``tap`` = k, also keep hidden state k unpooled (the input of encoder layer k): fine-tuning the layers
+    above k then needs no pass through the frozen layers below.
+    """
     import torch
     from tqdm import tqdm
 
     clips = load_ravdess()[:limit]
     model, cfg, _ = build_encoder(encoder)
     for c in range(copies):
-        out = cache_path(encoder, c)
+        out = cache_path(encoder, c, tap)
         if out.is_file():
             print(f"cached: {out}")
             continue
         aug = Augmenter(p=0.9, seed=seed * 1000 + c) if c else None
-        embs, owner = [], []
+        embs, taps, owner = [], [], []
         for i, clip in enumerate(tqdm(clips, desc=f"embed {encoder} copy {c}")):
             x = load_audio(clip.path)
             if aug is not None:
                 x = aug(x)
             wins = runtime_windows(x)
             with torch.no_grad():
-                e = model.embed(torch.from_numpy(wins))
+                if tap is None:
+                    e = model.embed(torch.from_numpy(wins))
+                else:
+                    from .models.cta_rnn import whisper_normalize
+
+                    hs = model.encoder(whisper_normalize(torch.from_numpy(wins)), output_hidden_states=True).hidden_states
+                    e = model.head.pool(torch.stack(list(hs[:tap]), dim=1))
+                    taps.append(hs[tap].numpy().astype(np.float16))
             embs.append(e.numpy().astype(np.float16))
             owner += [i] * len(wins)
         out.parent.mkdir(parents=True, exist_ok=True)
+        extra = {"tap": np.concatenate(taps)} if taps else {}
         np.savez(out, emb=np.concatenate(embs), clip=np.asarray(owner, np.int32),
-                 paths=np.asarray([c_.path for c_ in clips]))
+                 paths=np.asarray([c_.path for c_ in clips]), **extra)
         print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
 
 
@@ -205,44 +218,188 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.student", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("embed", "fit", "cv"):
+    for name in ("embed", "fit", "cv", "finetune"):
         p = sub.add_parser(name)
         p.add_argument("--encoder", default="tiny.en", help="tiny.en | base | a faster-whisper directory")
         p.add_argument("--copies", type=int, default=4, help="1 clean + (copies-1) augmented copies per clip")
         p.add_argument("--seed", type=int, default=0)
         if name == "embed":
             p.add_argument("--limit", type=int, default=None, help="only the first N clips (smoke tests)")
+            p.add_argument("--tap", type=int, default=None, help="also cache hidden state k unpooled (fine-tuning)")
         else:
-            p.add_argument("--epochs", type=int, default=25)
-        if name == "fit":
+            p.add_argument("--epochs", type=int, default=12 if name == "finetune" else 25)
+        if name in ("fit", "finetune"):
             p.add_argument("--fold", type=int, default=0)
             p.add_argument("--out", type=Path, default=Path("runs/default"))
+        if name == "finetune":
+            p.add_argument("--init", type=Path, default=None, help="student.pt of `fit` on the same fold (LP-FT)")
+            p.add_argument("--tap", type=int, default=3, help="fine-tune the encoder layers from this one up")
         if name == "cv":
             p.add_argument("--results", type=Path, default=Path("benchmarks/results/student_cv.json"))
+            p.add_argument("--finetune-tap", type=int, default=None, help="also LP-FT per fold from this layer up")
+            p.add_argument("--finetune-epochs", type=int, default=12)
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if a.cmd == "embed":
-        embed(a.encoder, a.copies, a.seed, a.limit)
+        embed(a.encoder, a.copies, a.seed, a.limit, a.tap)
+    elif a.cmd == "finetune":
+        embed(a.encoder, a.copies, a.seed, tap=a.tap)
+        finetune(a.encoder, a.fold, a.copies, a.epochs, a.out, a.init, a.tap, a.seed)
     elif a.cmd == "fit":
         embed(a.encoder, a.copies, a.seed)
         fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed)
     else:
         embed(a.encoder, a.copies, a.seed)
-        recs = [fit(a.encoder, f, a.copies, a.epochs, None, a.seed) for f in range(5)]
+        if a.finetune_tap is not None:
+            embed(a.encoder, a.copies, a.seed, tap=a.finetune_tap)
+        recs, ft_recs = [], []
+        for f in range(5):
+            run = Path("runs") / "cv" / f"fold{f}"
+            recs.append(fit(a.encoder, f, a.copies, a.epochs, run, a.seed))
+            if a.finetune_tap is not None:
+                ft_recs.append(finetune(a.encoder, f, a.copies, a.finetune_epochs, run / "finetune",
+                                        run / "student.pt", a.finetune_tap, a.seed))
         summary = {
             "command": "python -m train.student " + " ".join(sys.argv[1:] if argv is None else argv),
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu",
             "date": time.strftime("%Y-%m-%d"),
-            "mean_uar": float(np.mean([r["uar"] for r in recs])),
-            "mean_wa": float(np.mean([r["wa"] for r in recs])),
-            "folds": recs,
+            "protocol": "RAVDESS 4 classes, speaker-independent 5-fold CV (train.data.ravdess.speaker_folds), "
+                        "clip = mean of runtime-window probabilities, clean test audio, eager PyTorch fp32",
+            "variants": {},
         }
+        for name, rs in (("frozen encoder + CTA-RNN head", recs), ("LP-FT: + top encoder layers fine-tuned", ft_recs)):
+            if rs:
+                summary["variants"][name] = {"mean_uar": float(np.mean([r["uar"] for r in rs])),
+                                             "mean_wa": float(np.mean([r["wa"] for r in rs])), "folds": rs}
         a.results.parent.mkdir(parents=True, exist_ok=True)
         a.results.write_text(json.dumps(summary, indent=1))
-        print(f"mean UAR {summary['mean_uar']:.4f}  WA {summary['mean_wa']:.4f} -> {a.results}")
+        for name, v in summary["variants"].items():
+            print(f"{name}: mean UAR {v['mean_uar']:.4f}  WA {v['mean_wa']:.4f} -> {a.results}")
     return 0
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage 2: fine-tune the top encoder layers together with the head (LP-FT: the head trained on the frozen encoder
+# first, then both at a small learning rate). Hidden state ``tap`` is cached unpooled, so only layers >= tap run.
+
+
+class TopLayers:
+    """Runs encoder layers ``tap..`` (+ the final LayerNorm, as HF applies it to the last hidden state)."""
+
+    def __init__(self, encoder, tap: int):
+        self.layers = encoder.layers[tap:]
+        self.norm = encoder.layer_norm
+
+    def parameters(self):
+        return [p for m in (*self.layers, self.norm) for p in m.parameters()]
+
+    def __call__(self, h):
+        outs = [h]
+        for i, layer in enumerate(self.layers):
+            h = layer(h, None)
+            h = h[0] if isinstance(h, tuple) else h
+            outs.append(self.norm(h) if i == len(self.layers) - 1 else h)
+        return outs  # hidden states tap .. last
+
+
+def finetune(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, init: Path | None,
+             tap: int = 3, seed: int = 0, batch: int = 32, lr_head: float = 3e-4, lr_enc: float = 3e-5) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from .models.cta_rnn import CTARNN, CTARNNConfig
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    clips = load_ravdess()
+    folds = speaker_folds(clips, n_folds=5, seed=0)
+    train_clips, _ = split(clips, folds, fold)
+    train_ids = {c.path for c in train_clips}
+    y_clip = np.asarray([LABELS4.index(c.label) for c in clips])
+    is_train = np.asarray([c.path in train_ids for c in clips])
+    data = []
+    for c in range(copies):
+        z = np.load(cache_path(encoder, c, tap))
+        data.append((z["emb"], z["tap"], z["clip"]))
+    model, _, dims = build_encoder(encoder)
+    cfg = CTARNNConfig(n_channels=dims.n_layers + 1, d_in=dims.d_model, n_classes=len(LABELS4))
+    head = CTARNN(cfg)
+    if init is not None:
+        ck = torch.load(init, map_location="cpu", weights_only=True)
+        if ck["validation"]["fold"] != fold or ck["encoder"] != encoder:
+            raise ValueError(f"{init}: head trained on fold {ck['validation']['fold']}/{ck['encoder']}, not {fold}/{encoder}")
+        head.load_state_dict(ck["head"])
+    top = TopLayers(model.encoder, tap)
+    enc_params = top.parameters()
+    for p in enc_params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": head.parameters(), "lr": lr_head},
+                             {"params": enc_params, "lr": lr_enc}], weight_decay=1e-2)
+    pool = np.asarray([(c, j) for c, (_, _, owner) in enumerate(data) for j in np.nonzero(is_train[owner])[0]])
+    labels = np.asarray([y_clip[data[c][2][j]] for c, j in pool])
+    w = 1.0 / np.bincount(labels, minlength=len(LABELS4))[labels]
+    w /= w.sum()
+    steps = max(1, int(is_train.sum()) * 2 // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr_head, lr_enc], total_steps=epochs * steps, pct_start=0.1)
+
+    def forward(frozen, tapped, train: bool):
+        for m in (head, *top.layers, top.norm):
+            m.train(train)
+        hs = top(tapped)
+        pooled = head.pool(torch.stack(hs, dim=1))
+        return head(torch.cat([frozen, pooled], dim=1), pooled=True)
+
+    t0 = time.time()
+    with torch.enable_grad():
+        for ep in range(epochs):
+            tot = 0.0
+            for _ in tqdm(range(steps), desc=f"finetune fold {fold} epoch {ep + 1}/{epochs}", leave=False):
+                idx = rng.choice(len(pool), size=batch, p=w)
+                fz = torch.from_numpy(np.stack([data[c][0][j] for c, j in pool[idx]]).astype(np.float32))
+                tp = torch.from_numpy(np.stack([data[c][1][j] for c, j in pool[idx]]).astype(np.float32))
+                loss = torch.nn.functional.cross_entropy(forward(fz, tp, True), torch.from_numpy(labels[idx]),
+                                                         label_smoothing=0.1)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+                torch.nn.utils.clip_grad_norm_(enc_params, 1.0)
+                opt.step()
+                sched.step()
+                tot += float(loss)
+            print(f"finetune fold {fold} epoch {ep + 1}: loss {tot / steps:.4f}", flush=True)
+    train_seconds = time.time() - t0
+    emb, tapped, owner = data[0]
+    test_idx = np.nonzero(~is_train)[0]
+    y_true, y_pred = [], []
+    with torch.no_grad():
+        for i in test_idx:
+            m = owner == i
+            p = torch.softmax(forward(torch.from_numpy(emb[m].astype(np.float32)),
+                                      torch.from_numpy(tapped[m].astype(np.float32)), False), -1).mean(0)
+            y_true.append(y_clip[i])
+            y_pred.append(int(p.argmax()))
+    report = classification_report(np.asarray(y_true), np.asarray(y_pred), LABELS4)
+    result = {
+        "model": "cta_rnn_student", "variant": f"finetune-top{dims.n_layers - tap}", "encoder": f"whisper-{encoder}",
+        "fold": fold, "test_speakers": sorted(folds[fold]), "epochs": epochs, "copies": copies, "seed": seed,
+        "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
+        "head_config": cfg.to_dict(), **report,
+    }
+    print(json.dumps({k: result[k] for k in ("fold", "variant", "uar", "wa")}), flush=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        enc_state = {k: v for k, v in model.encoder.state_dict().items()
+                     if k.startswith("layer_norm.") or any(k.startswith(f"layers.{i}.") for i in range(tap, dims.n_layers))}
+        torch.save({"config": cfg.to_dict(), "head": head.state_dict(), "encoder": encoder,
+                    "encoder_state": enc_state, "labels": list(LABELS4), "window_frames": WINDOW_FRAMES,
+                    "hop_frames": HOP_FRAMES, "first_frames": FIRST_FRAMES, "validation": result,
+                    "command": " ".join(["python -m train.student"] + sys.argv[1:])},
+                   out / "student.pt")
+        (out / "validation.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":
