@@ -136,8 +136,26 @@ def load_cache(encoder: str, copies: int):
     return data
 
 
+def fold_split(fold: int):
+    """(clips, held-out speakers, label index per clip, training mask per clip) of a speaker-independent fold."""
+    clips = load_ravdess()
+    folds = speaker_folds(clips, n_folds=5, seed=0)
+    train_ids = {c.path for c in split(clips, folds, fold)[0]}
+    y_clip = np.asarray([LABELS4.index(c.label) for c in clips])
+    is_train = np.asarray([c.path in train_ids for c in clips])
+    return clips, sorted(folds[fold]), y_clip, is_train
+
+
+def balanced_pool(owners: list[np.ndarray], y_clip: np.ndarray, is_train: np.ndarray):
+    """Every training window (copy, index) of every copy, its label, and class-balancing sampling weights."""
+    pool = np.asarray([(c, j) for c, owner in enumerate(owners) for j in np.nonzero(is_train[owner])[0]])
+    labels = np.asarray([y_clip[owners[c][j]] for c, j in pool])
+    w = 1.0 / np.bincount(labels, minlength=len(LABELS4))[labels]
+    return pool, labels, w / w.sum()
+
+
 def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, seed: int = 0,
-        batch: int = 64, lr: float = 1e-3) -> dict:
+        batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, head_args: dict | None = None) -> dict:
     """Train the head on the training actors of ``fold``; validate clip-level on its held-out actors."""
     import torch
     from tqdm import tqdm
@@ -146,23 +164,13 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    clips = load_ravdess()
-    folds = speaker_folds(clips, n_folds=5, seed=0)
-    train_clips, test_clips = split(clips, folds, fold)
-    train_ids = {c.path for c in train_clips}
-    y_clip = np.asarray([LABELS4.index(c.label) for c in clips])
-    is_train = np.asarray([c.path in train_ids for c in clips])
+    clips, test_speakers, y_clip, is_train = fold_split(fold)
     data = load_cache(encoder, copies)
     d = data[0][0].shape
-    cfg = CTARNNConfig(n_channels=d[1], d_in=d[3], n_classes=len(LABELS4))
+    cfg = CTARNNConfig(n_channels=d[1], d_in=d[3], n_classes=len(LABELS4), **(head_args or {}))
     head = CTARNN(cfg)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
-    # every training window of every copy; class-balanced sampling by clip label
-    pool = [(c, j) for c, (_, owner) in enumerate(data) for j in np.nonzero(is_train[owner])[0]]
-    pool = np.asarray(pool)
-    labels = np.asarray([y_clip[data[c][1][j]] for c, j in pool])
-    w = 1.0 / np.bincount(labels, minlength=len(LABELS4))[labels]
-    w /= w.sum()
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    pool, labels, w = balanced_pool([owner for _, owner in data], y_clip, is_train)
     steps_per_epoch = max(1, int(is_train.sum()) * 2 // batch)  # ~2 windows per training clip per epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
     t0 = time.time()
@@ -197,7 +205,7 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     report = classification_report(y_true, y_pred, LABELS4)
     result = {
         "model": "cta_rnn_student", "encoder": f"whisper-{encoder}", "fold": fold,
-        "test_speakers": sorted(folds[fold]), "epochs": epochs, "copies": copies, "seed": seed,
+        "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "seed": seed,
         "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
         "head_config": cfg.to_dict(), **report,
     }
@@ -228,6 +236,8 @@ def main(argv=None) -> int:
             p.add_argument("--tap", type=int, default=None, help="also cache hidden state k unpooled (fine-tuning)")
         else:
             p.add_argument("--epochs", type=int, default=12 if name == "finetune" else 25)
+            p.add_argument("--head-args", default="{}", help='CTARNNConfig overrides as JSON, e.g. {"d_rnn": 32}')
+            p.add_argument("--weight-decay", type=float, default=0.05)
         if name in ("fit", "finetune"):
             p.add_argument("--fold", type=int, default=0)
             p.add_argument("--out", type=Path, default=Path("runs/default"))
@@ -238,10 +248,11 @@ def main(argv=None) -> int:
             p.add_argument("--results", type=Path, default=Path("benchmarks/results/student_cv.json"))
             p.add_argument("--finetune-tap", type=int, default=None, help="also LP-FT per fold from this layer up")
             p.add_argument("--finetune-epochs", type=int, default=12)
+            p.add_argument("--runs", type=Path, default=Path("runs/cv"), help="where the per-fold checkpoints go")
     a = ap.parse_args(argv)
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("EDGESER_THREADS", os.cpu_count() or 1)))
     if a.cmd == "embed":
         embed(a.encoder, a.copies, a.seed, a.limit, a.tap)
     elif a.cmd == "finetune":
@@ -249,15 +260,17 @@ def main(argv=None) -> int:
         finetune(a.encoder, a.fold, a.copies, a.epochs, a.out, a.init, a.tap, a.seed)
     elif a.cmd == "fit":
         embed(a.encoder, a.copies, a.seed)
-        fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed)
+        fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed, weight_decay=a.weight_decay,
+            head_args=json.loads(a.head_args))
     else:
         embed(a.encoder, a.copies, a.seed)
         if a.finetune_tap is not None:
             embed(a.encoder, a.copies, a.seed, tap=a.finetune_tap)
         recs, ft_recs = [], []
         for f in range(5):
-            run = Path("runs") / "cv" / f"fold{f}"
-            recs.append(fit(a.encoder, f, a.copies, a.epochs, run, a.seed))
+            run = a.runs / f"fold{f}"
+            recs.append(fit(a.encoder, f, a.copies, a.epochs, run, a.seed, weight_decay=a.weight_decay,
+                            head_args=json.loads(a.head_args)))
             if a.finetune_tap is not None:
                 ft_recs.append(finetune(a.encoder, f, a.copies, a.finetune_epochs, run / "finetune",
                                         run / "student.pt", a.finetune_tap, a.seed))
@@ -314,12 +327,7 @@ def finetune(encoder: str, fold: int, copies: int, epochs: int, out: Path | None
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    clips = load_ravdess()
-    folds = speaker_folds(clips, n_folds=5, seed=0)
-    train_clips, _ = split(clips, folds, fold)
-    train_ids = {c.path for c in train_clips}
-    y_clip = np.asarray([LABELS4.index(c.label) for c in clips])
-    is_train = np.asarray([c.path in train_ids for c in clips])
+    clips, test_speakers, y_clip, is_train = fold_split(fold)
     data = []
     for c in range(copies):
         z = np.load(cache_path(encoder, c, tap))
@@ -338,10 +346,7 @@ def finetune(encoder: str, fold: int, copies: int, epochs: int, out: Path | None
         p.requires_grad_(True)
     opt = torch.optim.AdamW([{"params": head.parameters(), "lr": lr_head},
                              {"params": enc_params, "lr": lr_enc}], weight_decay=1e-2)
-    pool = np.asarray([(c, j) for c, (_, _, owner) in enumerate(data) for j in np.nonzero(is_train[owner])[0]])
-    labels = np.asarray([y_clip[data[c][2][j]] for c, j in pool])
-    w = 1.0 / np.bincount(labels, minlength=len(LABELS4))[labels]
-    w /= w.sum()
+    pool, labels, w = balanced_pool([owner for _, _, owner in data], y_clip, is_train)
     steps = max(1, int(is_train.sum()) * 2 // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr_head, lr_enc], total_steps=epochs * steps, pct_start=0.1)
 
@@ -384,7 +389,7 @@ def finetune(encoder: str, fold: int, copies: int, epochs: int, out: Path | None
     report = classification_report(np.asarray(y_true), np.asarray(y_pred), LABELS4)
     result = {
         "model": "cta_rnn_student", "variant": f"finetune-top{dims.n_layers - tap}", "encoder": f"whisper-{encoder}",
-        "fold": fold, "test_speakers": sorted(folds[fold]), "epochs": epochs, "copies": copies, "seed": seed,
+        "fold": fold, "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "seed": seed,
         "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
         "head_config": cfg.to_dict(), **report,
     }

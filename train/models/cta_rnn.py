@@ -25,14 +25,16 @@ from torch import nn
 class CTARNNConfig:
     n_channels: int = 5  # N: encoder blocks used (embedding output + each layer)
     d_in: int = 384  # d_e
-    d_rnn: int = 64  # hidden units per direction
+    # defaults = the on-device student (chosen by 5-fold CV, benchmarks/results/student_cv*.json); paper(): the paper
+    d_rnn: int = 32  # hidden units per direction
     rnn_layers: int = 1
     bidirectional: bool = True
     n_heads: int = 4  # n_alpha
-    d_head: int = 32  # d_alpha
+    d_head: int = 16  # d_alpha
     n_classes: int = 4
-    dropout: float = 0.3
+    dropout: float = 0.5
     time_pool: int = 2  # average-pool encoder frames by this factor before the RNNs
+    time_norm: bool = False  # normalise each feature over the window's frames (per channel) before the RNNs
 
     @classmethod
     def paper(cls, n_channels: int = 12, d_in: int = 512, n_classes: int = 4) -> "CTARNNConfig":
@@ -157,6 +159,8 @@ class CTARNN(nn.Module):
     def forward(self, e: torch.Tensor, pooled: bool = False) -> torch.Tensor:
         if not pooled:
             e = self.pool(e)
+        if self.cfg.time_norm:  # per-window mean/variance normalisation over time (speaker/channel offsets)
+            e = (e - e.mean(dim=2, keepdim=True)) / torch.sqrt(e.var(dim=2, keepdim=True, unbiased=False) + 1e-5)
         h = self.rnns(self.norm(e))
         v, _ = self.attn(h)
         return self.out(self.drop(v))
