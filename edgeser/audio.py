@@ -111,8 +111,8 @@ def prepare(samples, sample_rate, *, allow_empty: bool = False) -> np.ndarray:
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
 
 
-def load(path, *, start: float | None = None, stop: float | None = None) -> np.ndarray:
-    """Read an audio file (WAV, FLAC, OGG/Vorbis/Opus, MP3 where libsndfile has it, ...) as mono float32 at 16 kHz."""
+def file_info(path):
+    """(Path, soundfile info) of an audio file; :class:`AudioError` if it is missing, a directory or not audio."""
     import soundfile as sf
 
     p = Path(os.fspath(path))
@@ -121,7 +121,17 @@ def load(path, *, start: float | None = None, stop: float | None = None) -> np.n
     if p.is_dir():
         raise AudioError(f"{p} is a directory, not an audio file")
     try:
-        info = sf.info(str(p))
+        return p, sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"cannot read {p} as audio ({exc})") from exc
+
+
+def load(path, *, start: float | None = None, stop: float | None = None) -> np.ndarray:
+    """Read an audio file (WAV, FLAC, OGG/Vorbis/Opus, MP3 where libsndfile has it, ...) as mono float32 at 16 kHz."""
+    import soundfile as sf
+
+    p, info = file_info(path)
+    try:
         a0 = None if start is None else int(start * info.samplerate)
         a1 = None if stop is None else int(stop * info.samplerate)
         data, rate = sf.read(str(p), start=a0 or 0, stop=a1, dtype="float32", always_2d=True)
@@ -136,9 +146,7 @@ def iter_file(path, block_seconds: float = 10.0):
     """Yield (samples float32 mono, sample_rate) blocks of a file without reading it whole (bounded memory)."""
     import soundfile as sf
 
-    p = Path(os.fspath(path))
-    if not p.exists():
-        raise AudioError(f"no such audio file: {p}")
+    p, _ = file_info(path)
     try:
         f = sf.SoundFile(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:

@@ -78,34 +78,48 @@ def _fmt_scores(scores: dict) -> str:
     return " ".join(f"{k}={v:.2f}" for k, v in top)
 
 
-def _classify(args, model, out) -> int:
-    from .audio import load as load_audio
-    from .constants import SAMPLE_RATE
-
+def _per_file(args, model, out, run, show) -> int:
+    """Run ``run(get_model, path)`` for every file: a bad file is reported (one line) and the others go on; a bad
+    model stops everything. ``show(path, result)`` prints a result, or returns a JSON record with --json."""
     get_model = _LazyModel(args, model)
     failed = False
-    results = []
+    records = []
     for path in args.files:
         try:
-            audio = load_audio(path)
-            r = get_model().classify(audio, SAMPLE_RATE)
+            result = run(get_model, path)
         except ModelError:
             raise  # the model is unusable: no point trying the other files
         except EdgeserError as exc:
             failed = True
             _err(_file_error(path, exc))
             if args.json:
-                results.append({"file": path, "error": _file_error(path, exc)})
+                records.append({"file": path, "error": _file_error(path, exc)})
             continue
         if args.json:
-            results.append({"file": path, **r.to_dict()})
+            records.append({"file": path, **show(path, result)})
         else:
-            extra = f"  ({_fmt_scores(r.scores)})" if r.scores else ""
-            speech = "  [no speech found]" if not r.duration else ""
-            print(f"{path}: {r.label} {r.confidence:.2f}{extra}{speech}", file=out)
+            show(path, result)
     if args.json:
-        print(json.dumps(results, indent=2), file=out)
+        print(json.dumps(records, indent=2), file=out)
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def _classify(args, model, out) -> int:
+    from .audio import load as load_audio
+    from .constants import SAMPLE_RATE
+
+    def run(get_model, path):
+        audio = load_audio(path)  # a missing or unreadable file fails here, before the model is loaded
+        return get_model().classify(audio, SAMPLE_RATE)
+
+    def show(path, r):
+        if args.json:
+            return r.to_dict()
+        extra = f"  ({_fmt_scores(r.scores)})" if r.scores else ""
+        speech = "  [no speech found]" if not r.duration else ""
+        print(f"{path}: {r.label} {r.confidence:.2f}{extra}{speech}", file=out)
+
+    return _per_file(args, model, out, run, show)
 
 
 def _analyze_file(get_model, path, partial: bool) -> list:
@@ -123,32 +137,17 @@ def _analyze_file(get_model, path, partial: bool) -> list:
 
 
 def _analyze(args, model, out) -> int:
-    get_model = _LazyModel(args, model)
-    failed = False
-    results = []
-    for path in args.files:
-        try:
-            events = _analyze_file(get_model, path, args.partial)
-        except ModelError:
-            raise  # the model is unusable: no point trying the other files
-        except EdgeserError as exc:
-            failed = True
-            _err(_file_error(path, exc))
-            if args.json:
-                results.append({"file": path, "error": _file_error(path, exc)})
-            continue
+    def show(path, events):
         if args.json:
-            results.append({"file": path, "events": [e.to_dict() for e in events]})
-            continue
+            return {"events": [e.to_dict() for e in events]}
         print(f"{path}:", file=out)
         if not events:
             print("  (no speech found)", file=out)
         for e in events:
             tag = "" if e.final else "  (partial)"
             print(f"  {e.start:7.2f} - {e.end:7.2f}  {e.label:<10} {e.confidence:.2f}{tag}", file=out)
-    if args.json:
-        print(json.dumps(results, indent=2), file=out)
-    return EXIT_ERROR if failed else EXIT_OK
+
+    return _per_file(args, model, out, lambda get_model, path: _analyze_file(get_model, path, args.partial), show)
 
 
 def _devices(args, out) -> int:

@@ -31,7 +31,6 @@ import os
 import queue
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -292,17 +291,9 @@ class FileSource(_ThreadSource):
 
     def __init__(self, path, realtime: bool = True, block_ms: float = 30):
         super().__init__(realtime, block_ms)
-        import soundfile as sf
+        from .audio import file_info
 
-        p = Path(os.fspath(path))
-        if not p.exists():
-            raise AudioError(f"no such audio file: {p}")
-        if p.is_dir():
-            raise AudioError(f"{p} is a directory, not an audio file")
-        try:
-            info = sf.info(str(p))
-        except Exception as exc:
-            raise AudioError(f"cannot read {p} as audio ({exc})") from exc
+        p, info = file_info(path)
         self.path = p
         self.sample_rate = int(info.samplerate)
         self.duration = float(info.frames) / info.samplerate if info.samplerate else 0.0

@@ -30,9 +30,9 @@ mkdir -p .cache
 espeak-ng -w .cache/hello.wav "Hello! I am so happy to finally meet you. This is wonderful news." 2>/dev/null
 echo "== edgeser analyze (bundled default model) =="
 .venv/bin/edgeser analyze .cache/hello.wav
-sample=$(ls ../shared/data/ravdess/Actor_01/03-01-05-02-01-01-01.flac 2>/dev/null || true)
+sample=$(ls ../shared/data/ravdess/Actor_03/03-01-05-02-01-01-03.flac 2>/dev/null || true)
 if [ -n "$sample" ]; then
-  echo "== edgeser classify on a RAVDESS clip (actor 01, angry) =="
+  echo "== edgeser classify on a RAVDESS clip (actor 03, held out from training; acted: angry) =="
   .venv/bin/edgeser classify "$sample"
 fi
 echo "set-up done. Tests: .venv/bin/python -m pytest -q"
