@@ -131,6 +131,20 @@ def live_latency(model, audio, spans) -> dict:
             "final_after_speech_end_s": {"mean": float(f2.mean()), "p95": float(np.percentile(f2, 95)), "max": float(f2.max())}}
 
 
+def onnx_only_rss_mib(path) -> float:
+    """Peak RSS of a fresh process that only imports edgeser (no torch), loads the default ONNX model and analyses
+    ``path`` (what an app using the runtime pays)."""
+    import subprocess
+
+    code = ("import resource, sys, edgeser\n"
+            "edgeser.load().analyze(sys.argv[1])\n"
+            "assert 'torch' not in sys.modules\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", nargs="+", default=["onnx", "executorch"])
@@ -157,6 +171,14 @@ def main(argv=None) -> int:
         print(f"{name}: UAR {r['uar']:.4f}", flush=True)
     out["validation_speakers"] = m.info.training["validation"]["test_speakers"]
     out["peak_rss_mib"] = peak_rss_mib()
+    import tempfile
+
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "recording.wav"
+        sf.write(wav, audio, 16000)
+        out["onnx_only_process_peak_rss_mib"] = onnx_only_rss_mib(wav)
     print(write_result("default_model.json", out, argv))
     return 0
 

@@ -41,7 +41,9 @@ def default_model(d) -> list[str]:
         out.append(f"| {b} | {r['mib']:.2f} | {_pct(a['uar'])} | {_pct(a['wa'])} | {_pct(a['macro_f1'])} | {rec} | "
                    f"{s['rtf']:.4f} | {s['window_ms_p50']:.1f} / {s['window_ms_p95']:.1f} | "
                    f"{fp['mean']:.2f} / {fp['max']:.2f} | {fe['mean']:.2f} / {fe['max']:.2f} |")
-    out += ["", f"Peak RSS of the benchmark process: {d['peak_rss_mib']:.0f} MiB. RTF = processing time / audio "
+    rss = d.get("onnx_only_process_peak_rss_mib")
+    rss_txt = f" A fresh process that only runs the ONNX model (no torch) over that recording: {rss:.0f} MiB." if rss else ""
+    out += ["", f"Peak RSS of the benchmark process (torch, both backends loaded): {d['peak_rss_mib']:.0f} MiB.{rss_txt} RTF = processing time / audio "
             f"duration over {next(iter(d['models'].values()))['speed']['audio_seconds']:.0f} s of held-out speech "
             "with pauses, features + VAD + model included.", ""]
     if d.get("conditions"):
