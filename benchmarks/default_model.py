@@ -136,10 +136,12 @@ def onnx_only_rss_mib(path) -> float:
     ``path`` (what an app using the runtime pays)."""
     import subprocess
 
-    code = ("import resource, sys, edgeser\n"
+    # VmHWM (not ru_maxrss, which Linux carries over from the forking parent across exec)
+    code = ("import sys, edgeser\n"
             "edgeser.load().analyze(sys.argv[1])\n"
             "assert 'torch' not in sys.modules\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n")
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print(int(hwm) / 1024.0)\n")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     return float(out.stdout.strip().splitlines()[-1])
