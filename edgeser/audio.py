@@ -108,9 +108,6 @@ def prepare(samples, sample_rate, *, allow_empty: bool = False) -> np.ndarray:
     return resample(as_mono(samples, allow_empty=allow_empty), rate)
 
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"}
-
-
 def file_info(path):
     """(Path, soundfile info) of an audio file; :class:`AudioError` if it is missing, a directory or not audio."""
     import soundfile as sf

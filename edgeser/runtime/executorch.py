@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -78,7 +77,3 @@ class ExecuTorchBackend(Backend):
             out = self.method.execute([x])
         return out[0].numpy().astype(np.float32).reshape(-1)
 
-
-def read_metadata_json(path: str) -> dict:
-    """The metadata of a .pte as a dict (convenience for tools)."""
-    return json.loads(ExecuTorchBackend(path).info.to_json())
