@@ -1,6 +1,7 @@
 """Training-side pieces of the default model: runtime windows, fine-tuned top layers, checkpoint -> export model."""
 
 import numpy as np
+import pytest
 import torch
 
 from train.models.cta_rnn import CTARNN, CTARNNConfig, EncoderCTARNN
@@ -69,3 +70,29 @@ def test_checkpoint_roundtrip_with_finetuned_layers(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x))
     assert info.labels == ("neutral", "happy", "angry", "sad") and "fine-tuned" in info.backbone
+
+
+def test_teacher_soft_labels_from_committed_logits():
+    """The committed per-clip teacher logits cover every RAVDESS clip and give one distribution per clip and fold."""
+    from train.data import load_ravdess
+    from train.student import teacher_soft_labels
+
+    clips = load_ravdess()
+    one = teacher_soft_labels(["mmer-full"], 0, clips, temperature=1.0)
+    ens = teacher_soft_labels(["mmer-full", "gmp_atl-full"], 0, clips, temperature=2.0)
+    assert one.shape == ens.shape == (len(clips), 4)
+    np.testing.assert_allclose(one.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ens.sum(1), 1.0, atol=1e-5)
+    # a higher temperature flattens the targets
+    assert ens.max(1).mean() < one.max(1).mean()
+    # the teacher of fold 0 is right on most of fold 0's training clips (it trained on them)
+    labels = np.array([["neutral", "happy", "angry", "sad"].index(c.label) for c in clips])
+    assert (one.argmax(1) == labels).mean() > 0.7
+
+
+def test_teacher_soft_labels_unknown_teacher():
+    from train.data import load_ravdess
+    from train.student import teacher_soft_labels
+
+    with pytest.raises(FileNotFoundError, match="no teacher logits"):
+        teacher_soft_labels(["nope-full"], 0, load_ravdess()[:3], 2.0)

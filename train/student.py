@@ -153,9 +153,38 @@ def balanced_pool(owners: list[np.ndarray], y_clip: np.ndarray, is_train: np.nda
     return pool, labels, w / w.sum()
 
 
+TEACHER_LOGITS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "teacher_logits"
+
+
+def teacher_soft_labels(teachers: list[str], fold: int, clips, temperature: float) -> np.ndarray:
+    """Ensemble soft labels ``[len(clips), C]``: mean over ``teachers`` (e.g. ``mmer-full``) of softmax(logits / T)
+    of the teacher trained without ``fold``'s speakers (``benchmarks/results/teacher_logits``)."""
+    probs = []
+    names = [Path(c.path).name for c in clips]
+    for t in teachers:
+        path = TEACHER_LOGITS / f"{t}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"no teacher logits {path}; known: {sorted(p.stem for p in TEACHER_LOGITS.glob('*.npz'))}")
+        z = np.load(path)
+        row = int(np.nonzero(z["folds"] == fold)[0][0])
+        pos = {str(n): i for i, n in enumerate(z["clip_ids"])}
+        missing = [n for n in names if n not in pos]
+        if missing:
+            raise ValueError(f"{path} lacks {len(missing)} clip(s), e.g. {missing[:2]}")
+        lg = z["logits"][row][[pos[n] for n in names]].astype(np.float64) / temperature
+        e = np.exp(lg - lg.max(1, keepdims=True))
+        probs.append(e / e.sum(1, keepdims=True))
+    return np.mean(probs, axis=0).astype(np.float32)
+
+
 def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, seed: int = 0,
-        batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, head_args: dict | None = None) -> dict:
-    """Train the head on the training actors of ``fold``; validate clip-level on its held-out actors."""
+        batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, head_args: dict | None = None,
+        teachers: list[str] | None = None, kd_weight: float = 0.5, kd_temperature: float = 2.0) -> dict:
+    """Train the head on the training actors of ``fold``; validate clip-level on its held-out actors.
+
+    ``teachers``: distil from these teachers' per-clip logits (ensemble soft labels at ``kd_temperature``):
+    loss = (1 - kd_weight) * CE(label) + kd_weight * KD (Hinton, T^2-scaled), each window taking its clip's target.
+    """
     import torch
     from tqdm import tqdm
 
@@ -170,6 +199,12 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     head = CTARNN(cfg)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     pool, labels, w = balanced_pool([owner for _, owner in data], y_clip, is_train)
+    soft = None
+    if teachers:
+        from .losses import kd_loss
+
+        soft = teacher_soft_labels(teachers, fold, clips, kd_temperature)
+        log_soft = torch.from_numpy(np.log(np.clip(soft, 1e-8, 1.0)) * kd_temperature)  # logits whose softmax(/T) = soft
     steps_per_epoch = max(1, int(is_train.sum()) * 2 // batch)  # ~2 windows per training clip per epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1)
     t0 = time.time()
@@ -181,7 +216,11 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
             xb = torch.from_numpy(np.stack([data[c][0][j] for c, j in pool[idx]]).astype(np.float32))
             yb = torch.from_numpy(labels[idx])
             with torch.enable_grad():
-                loss = torch.nn.functional.cross_entropy(head(xb, pooled=True), yb, label_smoothing=0.1)
+                logits = head(xb, pooled=True)
+                loss = torch.nn.functional.cross_entropy(logits, yb, label_smoothing=0.1)
+                if soft is not None:
+                    tb = log_soft[[int(data[c][1][j]) for c, j in pool[idx]]]
+                    loss = (1 - kd_weight) * loss + kd_weight * kd_loss(logits, tb, T=kd_temperature)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
@@ -208,6 +247,8 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
         "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
         "head_config": cfg.to_dict(), **report,
     }
+    if teachers:
+        result["distillation"] = {"teachers": list(teachers), "kd_weight": kd_weight, "temperature": kd_temperature}
     print(json.dumps({k: result[k] for k in ("fold", "uar", "wa")}), flush=True)
     if out is not None:
         import torch
@@ -220,6 +261,12 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
                    out / "student.pt")
         (out / "validation.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _kd_args(a) -> dict:
+    if not getattr(a, "teachers", None):
+        return {}
+    return {"teachers": a.teachers.split(","), "kd_weight": a.kd_weight, "kd_temperature": a.kd_temperature}
 
 
 def main(argv=None) -> int:
@@ -237,6 +284,10 @@ def main(argv=None) -> int:
             p.add_argument("--epochs", type=int, default=12 if name == "finetune" else 25)
             p.add_argument("--head-args", default="{}", help='CTARNNConfig overrides as JSON, e.g. {"d_rnn": 32}')
             p.add_argument("--weight-decay", type=float, default=0.05)
+            p.add_argument("--teachers", default=None,
+                           help="distil from these teachers' logits, e.g. mmer-full,gmp_atl-full (benchmarks/results/teacher_logits)")
+            p.add_argument("--kd-weight", type=float, default=0.5)
+            p.add_argument("--kd-temperature", type=float, default=2.0)
         if name in ("fit", "finetune"):
             p.add_argument("--fold", type=int, default=0)
             p.add_argument("--out", type=Path, default=Path("runs/default"))
@@ -260,7 +311,7 @@ def main(argv=None) -> int:
     elif a.cmd == "fit":
         embed(a.encoder, a.copies, a.seed)
         fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed, weight_decay=a.weight_decay,
-            head_args=json.loads(a.head_args))
+            head_args=json.loads(a.head_args), **_kd_args(a))
     else:
         embed(a.encoder, a.copies, a.seed)
         if a.finetune_tap is not None:
@@ -269,7 +320,7 @@ def main(argv=None) -> int:
         for f in range(5):
             run = a.runs / f"fold{f}"
             recs.append(fit(a.encoder, f, a.copies, a.epochs, run, a.seed, weight_decay=a.weight_decay,
-                            head_args=json.loads(a.head_args)))
+                            head_args=json.loads(a.head_args), **_kd_args(a)))
             if a.finetune_tap is not None:
                 ft_recs.append(finetune(a.encoder, f, a.copies, a.finetune_epochs, run / "finetune",
                                         run / "student.pt", a.finetune_tap, a.seed))

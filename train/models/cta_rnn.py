@@ -15,7 +15,7 @@ the graph exports to ONNX and ExecuTorch/XNNPACK as plain matmuls.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -191,3 +191,160 @@ class EncoderCTARNN(nn.Module):
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(logmel), pooled=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The full-size teacher (paper sec. 3-4): a frozen ASR encoder, every block's embeddings, and the paper's baselines.
+# ---------------------------------------------------------------------------------------------------------------------
+
+TEACHER_VARIANTS = ("full", "wf", "ef", "lf")
+
+
+@dataclass(frozen=True)
+class CTARNNTeacherConfig:
+    """``fusion``: "cta" (CTA-RNN, the paper's method), "wf" (WF-RNN: learned weighted average of the blocks), "ef"
+    (EF-RNN: blocks stacked along the feature axis), "lf" (LF-RNN: one RNN-MHSA per block, vectors concatenated).
+
+    The encoder is frozen (sec. 3.1: "we fix the weights of a pre-trained ASR encoder"). ``layers``: which hidden
+    states feed the head (indices into embedding output + blocks; default: every block's output, as E^(1..N)).
+    Sec. 4.2.1: 2-layer BiGRU, 256 units, dropout 0.3; 8 heads x 64; Adam 1e-3, batch 32, 50 epochs.
+    """
+
+    backbone: str = "whisper-base"
+    n_classes: int = 4
+    fusion: str = "cta"
+    layers: tuple[int, ...] | None = None  # None: blocks 1..N (not the convolutional embedding output)
+    d_rnn: int = 256
+    rnn_layers: int = 2
+    n_heads: int = 8
+    d_head: int = 64
+    dropout: float = 0.3
+
+    @classmethod
+    def paper(cls, **kw) -> "CTARNNTeacherConfig":
+        return cls(**kw)
+
+    @classmethod
+    def tiny(cls, **kw) -> "CTARNNTeacherConfig":
+        return cls(**{"backbone": "random-tiny", "d_rnn": 8, "rnn_layers": 1, "n_heads": 2, "d_head": 4,
+                      "dropout": 0.0, **kw})
+
+    def variant(self, name: str) -> "CTARNNTeacherConfig":
+        fusion = {"full": "cta", "wf": "wf", "ef": "ef", "lf": "lf"}.get(name)
+        if fusion is None:
+            raise ValueError(f"unknown cta_rnn variant {name!r}; known: {TEACHER_VARIANTS}")
+        return replace(self, fusion=fusion)
+
+    def fit_defaults(self) -> dict:
+        return {"optimizer": "adam", "lr": 1e-3, "lr_backbone": 0.0, "warmup": 0.0, "batch_size": 32,
+                "weight_decay": 0.0}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _MaskedCTAttention(ChannelTemporalAttention):
+    """Eqs. (1)-(4) over variable-length utterances: padded frames get no temporal attention and no anchor weight."""
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor):  # h: [B, N, m, d_h], mask: [B, m]
+        b, n, m, _ = h.shape
+        nh, da = self.n_heads, self.d_head
+        w = mask.to(h.dtype)
+        h_t = (h * w[:, None, :, None]).sum(2) / w.sum(1).clamp(min=1)[:, None, None]  # [B, N, d_h]
+        h_c = h.mean(dim=1)  # [B, m, d_h]
+        kt = self.k_t(h_t).reshape(b, n, nh, da)
+        kc = self.k_c(h_c).reshape(b, m, nh, da)
+        a_t = torch.softmax((kt * self.q_t).sum(-1) / math.sqrt(da), dim=1)
+        s_c = ((kc * self.q_c).sum(-1) / math.sqrt(da)).masked_fill(~mask[..., None], float("-inf"))
+        a_c = torch.softmax(s_c, dim=1)
+        a = a_c.unsqueeze(1) * a_t.unsqueeze(2)
+        val = self.v(h).reshape(b, n, m, nh, da)
+        return (val * a.unsqueeze(-1)).sum(dim=(1, 2)).reshape(b, nh * da), a
+
+
+class _RNNStack(nn.Module):
+    """One 2-layer BiGRU (cuDNN) honouring lengths."""
+
+    def __init__(self, d_in: int, d_rnn: int, layers: int, dropout: float):
+        super().__init__()
+        self.gru = nn.GRU(d_in, d_rnn, num_layers=layers, batch_first=True, bidirectional=True,
+                          dropout=dropout if layers > 1 else 0.0)
+
+    def forward(self, x, lengths):
+        from .common import run_lstm
+
+        return run_lstm(self.gru, x, lengths)
+
+
+class CTARNNTeacher(nn.Module):
+    """Frozen encoder -> N block embeddings -> CTA-RNN (or a WF/EF/LF-RNN baseline) -> logits."""
+
+    name = "cta_rnn"
+
+    def __init__(self, config: CTARNNTeacherConfig, backbone: nn.Module | None = None):
+        super().__init__()
+        from ..backbones.speech import build_backbone
+
+        self.config = cfg = config
+        self.backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.layers = tuple(cfg.layers) if cfg.layers is not None else tuple(range(1, self.backbone.n_layers + 1))
+        n, d_in, d_h = len(self.layers), self.backbone.d_model, 2 * cfg.d_rnn
+        self.norm = nn.LayerNorm(d_in)
+        if cfg.fusion == "cta":
+            self.rnns = nn.ModuleList(_RNNStack(d_in, cfg.d_rnn, cfg.rnn_layers, cfg.dropout) for _ in range(n))
+            self.attn = _MaskedCTAttention(d_h, cfg.n_heads, cfg.d_head)
+            d_out = cfg.n_heads * cfg.d_head
+        elif cfg.fusion in ("wf", "ef"):
+            if cfg.fusion == "wf":
+                self.layer_weights = nn.Parameter(torch.zeros(n))  # the trainable fully connected fusion layer
+            self.rnns = nn.ModuleList([_RNNStack(d_in * (n if cfg.fusion == "ef" else 1), cfg.d_rnn,
+                                                 cfg.rnn_layers, cfg.dropout)])
+            self.attn = _MaskedCTAttention(d_h, cfg.n_heads, cfg.d_head)  # N = 1: plain temporal MHSA pooling
+            d_out = cfg.n_heads * cfg.d_head
+        elif cfg.fusion == "lf":
+            self.rnns = nn.ModuleList(_RNNStack(d_in, cfg.d_rnn, cfg.rnn_layers, cfg.dropout) for _ in range(n))
+            self.attns = nn.ModuleList(_MaskedCTAttention(d_h, cfg.n_heads, cfg.d_head) for _ in range(n))
+            d_out = n * cfg.n_heads * cfg.d_head
+        else:
+            raise ValueError(f"unknown fusion {cfg.fusion!r}")
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(d_out, cfg.n_classes)
+
+    def backbone_parameters(self):
+        return iter(())
+
+    def head_parameters(self):
+        return (p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.requires_grad)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # frozen feature extractor: no dropout, ever
+        return self
+
+    def forward(self, batch) -> dict:
+        from ..backbones.speech import encode
+        from .common import length_mask
+
+        with torch.no_grad():
+            hidden, lengths = encode(self.backbone, batch)
+        e = [self.norm(hidden[i].float()) for i in self.layers]  # N x [B, m, d]
+        mask = length_mask(lengths, e[0].shape[1])
+        fusion = self.config.fusion
+        if fusion == "cta":
+            h = torch.stack([rnn(x, lengths) for rnn, x in zip(self.rnns, e)], dim=1)  # [B, N, m, d_h]
+            v, _ = self.attn(h, mask)
+        elif fusion == "wf":
+            w = torch.softmax(self.layer_weights, 0)
+            x = sum(wi * xi for wi, xi in zip(w, e))
+            v, _ = self.attn(self.rnns[0](x, lengths)[:, None], mask)
+        elif fusion == "ef":
+            v, _ = self.attn(self.rnns[0](torch.cat(e, dim=-1), lengths)[:, None], mask)
+        else:
+            v = torch.cat([a(rnn(x, lengths)[:, None], mask)[0] for rnn, a, x in zip(self.rnns, self.attns, e)], -1)
+        return {"logits": self.out(self.drop(v)), "embedding": v}
+
+    def losses(self, batch, out: dict) -> dict:
+        ce = nn.functional.cross_entropy(out["logits"].float(), batch.labels)
+        return {"ce": ce, "total": ce}
