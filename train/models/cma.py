@@ -36,7 +36,6 @@ valid frames only.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -44,7 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.speech import build_backbone, encode
-from .common import Batch, conv_out_lengths, length_mask, masked_stats, run_lstm
+from .common import (
+    Batch,
+    config_method,
+    conv_out_lengths,
+    length_mask,
+    masked_stats,
+    run_lstm,
+)
 
 VARIANTS = ("full", "audio_only", "text_only")
 FUSIONS = ("early", "audio_only", "text_only")
@@ -58,17 +64,6 @@ GUESSED = {
     "batch_size": "8 (not given)",
     "text_only": "frozen text features + projection (the paper fine-tunes BERT for its text-only baseline)",
 }
-
-
-class _config_method:
-    """A method usable on the class (acting on the default config) or on an instance."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        functools.update_wrapper(self, fn)
-
-    def __get__(self, obj, cls):
-        return functools.partial(self.fn, obj if obj is not None else cls())
 
 
 @dataclass(frozen=True)
@@ -105,7 +100,7 @@ class CMAConfig:
         return cls(**{"backbone": "random-tiny", "d_text": 16, "conv_channels": 16, "lstm_hidden": 8,
                       "n_heads": 2, "ffn_dim": 16, "dropout": 0.0, "lstm_dropout": 0.0, **kw})
 
-    @_config_method
+    @config_method
     def variant(self, name: str) -> CMAConfig:
         """``"full"`` (early fusion with CMA, the paper's model), ``"audio_only"`` or ``"text_only"``."""
         if name == "full":

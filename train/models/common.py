@@ -13,10 +13,23 @@ Checkpoints are ``{"model": name, "config": asdict(config), "state": state_dict,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
+
+
+class config_method:
+    """A config method usable on the class (acting on the default config) or on an instance:
+    ``MMERConfig.variant("no_ctc")`` and ``cfg.variant("no_ctc")`` both work."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj, cls):
+        return functools.partial(self.fn, obj if obj is not None else cls())
 
 
 @dataclass

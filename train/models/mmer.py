@@ -47,7 +47,6 @@ Eq. 3's text calls ``mp`` both max pooling and "attention pooling"; max pooling 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -55,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.speech import build_backbone, encode
-from .common import Batch, length_mask, masked_max
+from .common import Batch, config_method, length_mask, masked_max
 
 VARIANTS = ("full", "no_ctc", "no_scl", "no_acl")
 
@@ -71,17 +70,6 @@ GUESSED = {
     "optimizer": "AdamW (only lr 1e-5 constant is given)",
     "freeze_frontend": "the speech encoder's convolutional front end is frozen (not stated)",
 }
-
-
-class _config_method:
-    """A method usable on the class (acting on the default config) or on an instance."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        functools.update_wrapper(self, fn)
-
-    def __get__(self, obj, cls):
-        return functools.partial(self.fn, obj if obj is not None else cls())
 
 
 @dataclass(frozen=True)
@@ -109,7 +97,7 @@ class MMERConfig:
         return cls(**{"backbone": "random-tiny", "d_text": 16, "d": 16, "n_heads": 2, "ffn_dim": 32,
                       "dropout": 0.0, **kw})
 
-    @_config_method
+    @config_method
     def variant(self, name: str) -> MMERConfig:
         """The paper's model (``"full"``) or one of its ablations (Table 1): ``"no_ctc" | "no_scl" | "no_acl"``."""
         paper = {f.name: f.default for f in fields(MMERConfig) if f.name in ("alpha_ctc", "beta_scl", "gamma_acl")}
