@@ -14,6 +14,10 @@ from .constants import SAMPLE_RATE
 from .errors import AudioError
 
 MAX_CHANNELS = 64
+MIN_SAMPLE_RATE = 4_000  # Hz; below this there is no speech band left (and resampling up would explode the size)
+MAX_SAMPLE_RATE = 384_000  # Hz; the highest rate audio interfaces record at
+MAX_FLOAT_PEAK = 1e6  # float samples are expected in [-1, 1]; far beyond, the features overflow float32
+MAX_BLOCK_SAMPLES = 1 << 20  # iter_file reads at most this many samples (frames x channels) at a time
 
 
 def to_float32(samples) -> np.ndarray:
@@ -31,21 +35,29 @@ def to_float32(samples) -> np.ndarray:
         if a.dtype.itemsize != 1:
             raise AudioError(f"unsigned audio other than 8-bit PCM is not supported, got {a.dtype}")
         return ((a.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
-    return a.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, rejected by check_values
+        return a.astype(np.float32, copy=False)
 
 
-def mix_down(a: np.ndarray) -> np.ndarray:
-    """Mix (frames, channels) or (channels, frames) audio to mono. The shorter axis is taken as channels."""
+def channel_axis(a: np.ndarray) -> int:
+    """The channel axis of 2-D audio: the shorter one (axis 1, frames x channels, when square)."""
+    return 1 if a.shape[1] <= a.shape[0] else 0
+
+
+def mix_down(a: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Mix (frames, channels) or (channels, frames) audio to mono. The shorter axis is taken as channels unless
+    ``axis`` (the channel axis) is given."""
     if a.ndim == 1:
         return a
     if a.ndim != 2:
         raise AudioError(f"audio must be 1-D (mono) or 2-D (multi-channel), got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         return np.zeros(0, dtype=a.dtype)
-    channel_axis = 1 if a.shape[1] <= a.shape[0] else 0
-    if a.shape[channel_axis] > MAX_CHANNELS:
+    channel_axis_ = channel_axis(a) if axis is None else axis
+    if a.shape[channel_axis_] > MAX_CHANNELS:
         raise AudioError(f"audio of shape {a.shape} has more than {MAX_CHANNELS} channels on both axes")
-    return a.mean(axis=channel_axis, dtype=np.float64).astype(a.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf -> NaN, rejected by check_values
+        return a.mean(axis=channel_axis_, dtype=np.float64).astype(a.dtype)
 
 
 def check_rate(sample_rate) -> int:
@@ -55,6 +67,9 @@ def check_rate(sample_rate) -> int:
         raise AudioError(f"sample_rate must be a positive number, got {sample_rate!r}")
     if not np.isfinite(sample_rate) or sample_rate <= 0 or int(sample_rate) != sample_rate:
         raise AudioError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"sample_rate {int(sample_rate)} Hz is outside the supported {MIN_SAMPLE_RATE}-"
+                         f"{MAX_SAMPLE_RATE} Hz")
     return int(sample_rate)
 
 
@@ -86,15 +101,28 @@ class StreamResampler:
         return self._rs.resample_chunk(x.astype(np.float32, copy=False), last=last)
 
 
-def as_mono(samples, *, allow_empty: bool = False) -> np.ndarray:
-    """Validate array-like audio and return it as mono float32 at its own rate (no resampling)."""
-    a = mix_down(to_float32(samples))
+def check_values(a: np.ndarray, what: str = "audio") -> None:
+    """:class:`AudioError` if float samples are NaN/inf, or so large (> ``MAX_FLOAT_PEAK``) that they cannot be
+    audio scaled to [-1, 1] (the features would overflow). Values a little beyond +-1 (clipped, overdriven) pass."""
+    if a.size == 0:
+        return
+    peak = float(np.max(np.abs(a)))
+    if not np.isfinite(peak):
+        raise AudioError(f"{what} contains NaN or infinite samples")
+    if peak > MAX_FLOAT_PEAK:
+        raise AudioError(f"{what} has float samples up to {peak:.3g}; float audio must be scaled to [-1, 1] "
+                         f"(values beyond +-{MAX_FLOAT_PEAK:g} are rejected; divide integer PCM by its full scale)")
+
+
+def as_mono(samples, *, allow_empty: bool = False, axis: int | None = None) -> np.ndarray:
+    """Validate array-like audio and return it as mono float32 at its own rate (no resampling).
+    ``axis``: the channel axis of 2-D input (default: the shorter axis)."""
+    a = mix_down(to_float32(samples), axis)
     if a.size == 0:
         if allow_empty:
             return np.zeros(0, dtype=np.float32)
         raise AudioError("audio is empty")
-    if not np.all(np.isfinite(a)):
-        raise AudioError("audio contains NaN or infinite samples")
+    check_values(a)
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
@@ -112,15 +140,36 @@ def file_info(path):
     """(Path, soundfile info) of an audio file; :class:`AudioError` if it is missing, a directory or not audio."""
     import soundfile as sf
 
-    p = Path(os.fspath(path))
+    try:
+        p = Path(os.fspath(path))
+    except TypeError as exc:
+        raise AudioError(f"not a file path: {path!r}") from exc
     if not p.exists():
         raise AudioError(f"no such audio file: {p}")
     if p.is_dir():
         raise AudioError(f"{p} is a directory, not an audio file")
+    if not p.is_file():  # a FIFO or a device would block or never end
+        raise AudioError(f"{p} is not a regular file")
     try:
-        return p, sf.info(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
         raise AudioError(f"cannot read {p} as audio ({exc})") from exc
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise AudioError(f"{p} has {info.channels} channels; at most {MAX_CHANNELS} are supported")
+    try:
+        check_rate(info.samplerate)
+    except AudioError as exc:
+        raise AudioError(f"{p}: {exc}") from None
+    return p, info
+
+
+def _mix(data: np.ndarray) -> np.ndarray:
+    """Mix (frames, channels) float32 read from a file to mono exactly as :func:`mix_down` does arrays (float64
+    mean), so a file and the same samples given as an array give the same result."""
+    if data.shape[1] == 1:
+        return data[:, 0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return data.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def load(path, *, start: float | None = None, stop: float | None = None) -> np.ndarray:
@@ -132,25 +181,28 @@ def load(path, *, start: float | None = None, stop: float | None = None) -> np.n
         a0 = None if start is None else int(start * info.samplerate)
         a1 = None if stop is None else int(stop * info.samplerate)
         data, rate = sf.read(str(p), start=a0 or 0, stop=a1, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, MemoryError) as exc:
         raise AudioError(f"cannot read {p} as audio ({exc})") from exc
     if data.size == 0:
         raise AudioError(f"{p} holds no audio samples")
-    return prepare(data.mean(axis=1), rate)
+    mono = _mix(data)
+    check_values(mono, str(p))
+    return prepare(mono, rate)
 
 
 def iter_file(path, block_seconds: float = 10.0):
-    """Yield (samples float32 mono, sample_rate) blocks of a file without reading it whole (bounded memory)."""
+    """Yield (samples float32 mono, sample_rate) blocks of a file without reading it whole (bounded memory: a block
+    holds at most ``MAX_BLOCK_SAMPLES`` samples over all channels)."""
     import soundfile as sf
 
     p, _ = file_info(path)
     try:
         f = sf.SoundFile(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
         raise AudioError(f"cannot read {p} as audio ({exc})") from exc
     with f:
         rate = f.samplerate
-        block = max(1, int(block_seconds * rate))
+        block = max(1, min(int(block_seconds * rate), MAX_BLOCK_SAMPLES // max(1, f.channels)))
         got = False
         while True:
             try:
@@ -160,9 +212,8 @@ def iter_file(path, block_seconds: float = 10.0):
             if data.shape[0] == 0:
                 break
             got = True
-            mono = data.mean(axis=1)
-            if not np.all(np.isfinite(mono)):
-                raise AudioError(f"{p} contains NaN or infinite samples")
+            mono = _mix(data)
+            check_values(mono, str(p))
             yield mono, rate
         if not got:
             raise AudioError(f"{p} holds no audio samples")

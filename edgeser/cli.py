@@ -105,12 +105,11 @@ def _per_file(args, model, out, run, show) -> int:
 
 
 def _classify(args, model, out) -> int:
-    from .audio import load as load_audio
-    from .constants import SAMPLE_RATE
+    from .audio import file_info
 
     def run(get_model, path):
-        audio = load_audio(path)  # a missing or unreadable file fails here, before the model is loaded
-        return get_model().classify(audio, SAMPLE_RATE)
+        file_info(path)  # a missing or unreadable file fails here, before the model is loaded
+        return get_model().classify(path)  # streamed from disk: bounded memory however long the file
 
     def show(path, r):
         if args.json:

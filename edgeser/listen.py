@@ -11,7 +11,12 @@ Threading model::
 
 An exception raised by the user's callback is reported (``on_error(exc)``, else logged with its traceback), counted in
 ``Listener.callback_errors`` and does not stop listening. An error of the source (device gone) or of inference ends the
-listener; it is kept in ``Listener.error`` and raised again by ``stop()``, ``join()`` and ``__exit__``.
+listener: the audio already queued is still processed (and, after a source error, the last segment's final event
+delivered), then the error is reported on the worker thread (``on_error(exc)``, else logged as an error), kept in
+``Listener.error`` and raised again (once) by ``stop()``, ``join()`` and ``__exit__``.
+
+``start()`` after the listener has ended (stopped, source ended or failed) starts it again: a fresh stream state,
+``error`` cleared, the counters going on counting.
 
 A source is any object with ``sample_rate`` (Hz of the blocks it pushes), ``start(push)`` and ``stop()``. ``push`` is
 the same enqueue function the microphone callback uses; it also has:
@@ -311,15 +316,10 @@ class ArraySource(_ThreadSource):
 
     def __init__(self, samples, rate, realtime: bool = False, block_ms: float = 30):
         super().__init__(realtime, block_ms)
-        from .audio import check_rate, mix_down, to_float32
+        from .audio import as_mono, check_rate
 
         self.sample_rate = check_rate(rate)
-        a = mix_down(to_float32(samples))
-        if a.size == 0:
-            raise AudioError("audio is empty")
-        if not np.all(np.isfinite(a)):
-            raise AudioError("audio contains NaN or infinite samples")
-        self.samples = a
+        self.samples = as_mono(samples)  # AudioError for empty, NaN/inf, bad dtype or shape
 
     def _blocks(self):
         n = max(1, int(round(self.sample_rate * self.block_ms / 1000.0)))
@@ -403,11 +403,21 @@ class Listener:
         return self._queue.qsize()
 
     def start(self) -> "Listener":
-        """Start the worker and the source. Raises DeviceError if the source cannot start. Returns self."""
+        """Start the worker and the source. Raises DeviceError if the source cannot start. Returns self.
+        Does nothing while running; after the listener has ended, starts it again (fresh stream state)."""
         with self._lock:
-            if self._started:
-                return self
+            if self._started and not self._done.is_set():
+                return self  # running
+            if self._started:  # a restart: a fresh stream, no error; the counters go on
+                self._stream.reset()
+                self.error = None
+                self._error_raised = False
+                self._warned_drop = False
+                self._drain()
             self._started = True
+            self._end.clear()  # (a stop() before the first start() must not end this run at once)
+            self._done.clear()
+            self._stopping_source = False
         self._worker = threading.Thread(target=self._run, name="edgeser-listener", daemon=True)
         self._worker.start()
         try:
@@ -501,12 +511,14 @@ class Listener:
             return False
 
     def _source_ended(self, exc: BaseException | None) -> None:
+        if self._done.is_set() or self._end.is_set() and exc is None:
+            return  # already ending (a late close/fail of a stopped source changes nothing)
         if exc is not None:
             if not isinstance(exc, EdgeserError) and isinstance(exc, Exception):
                 err = DeviceError(f"audio source failed ({type(exc).__name__}: {exc})")
                 err.__cause__ = exc
                 exc = err
-            self._set_error(exc)
+            self._set_error(exc)  # reported by the worker as it ends (never on the source's own thread)
         self._end.set()
         self._wake()
 
@@ -552,11 +564,12 @@ class Listener:
                 self._deliver(self._stream.flush())
         except BaseException as exc:  # noqa: BLE001 - kept and raised by stop()/join()
             self._set_error(exc)
-            logger.debug("edgeser listener ended by an error", exc_info=exc)
         finally:
             self._end.set()
             self._stop_source()
             self._drain()
+            if self.error is not None:
+                self._report(self.error)
             self._done.set()
 
     def _drain(self) -> None:
@@ -582,10 +595,23 @@ class Listener:
                     logger.error("edgeser listener: the callback raised an exception (listening goes on)",
                                  exc_info=exc)
 
-    def _set_error(self, exc: BaseException) -> None:
+    def _set_error(self, exc: BaseException) -> bool:
+        """Keep the first error that ends the listener; True if ``exc`` is it."""
         with self._lock:
             if self.error is None:
                 self.error = exc
+                return True
+            return False
+
+    def _report(self, exc: BaseException) -> None:
+        """Tell of the error that ended the listener: on_error(exc), else an error in the log."""
+        if self._on_error is not None and isinstance(exc, Exception):
+            try:
+                self._on_error(exc)
+                return
+            except Exception:
+                logger.exception("edgeser listener: on_error raised while reporting the error that ended listening")
+        logger.error("edgeser listener: listening ended by an error: %s: %s", type(exc).__name__, exc)
 
     def _raise_error(self) -> None:
         with self._lock:
@@ -604,7 +630,8 @@ def listen(callback: Callable[[Any], Any], *, model=None, device=None, sample_ra
     ``model``: a loaded model, a model path, or None for the default model. ``device``/``sample_rate``/``block_ms``
     configure the default :class:`MicrophoneSource` (ignored when ``source`` is given). ``queue_seconds``: how much
     audio may wait for the worker before blocks are dropped. ``on_error(exc)``: called for exceptions raised by the
-    callback (default: logged). Returns the :class:`Listener`, started unless ``start=False``::
+    callback (default: logged), and for the error that ends listening (device gone, inference failed), which
+    ``stop()``/``join()`` also raise. Returns the :class:`Listener`, started unless ``start=False``::
 
         with edgeser.listen(print) as listener:
             listener.wait(10)

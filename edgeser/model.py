@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import iter_file, load as load_audio, prepare
+from .audio import StreamResampler, iter_file, prepare
 from .constants import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
 from .errors import AudioError, ModelError
 from .runtime import open_backend
@@ -65,8 +65,7 @@ class Model:
         """A new independent stream (its own front-end, VAD and segment state)."""
         return Stream(self.backend, self._segmenter, emit_partial=emit_partial)
 
-    def _result(self, probs: list[np.ndarray], speech_seconds: float) -> EmotionResult:
-        mean = np.mean(probs, axis=0)
+    def _result(self, mean: np.ndarray, speech_seconds: float) -> EmotionResult:
         k = int(np.argmax(mean))
         return EmotionResult(
             label=self.labels[k],
@@ -75,33 +74,40 @@ class Model:
             duration=round(speech_seconds, 4),
         )
 
-    def classify(self, audio, sample_rate: int) -> EmotionResult:
-        """Emotion of a whole clip: mean of the window probabilities over its speech.
+    def classify(self, audio, sample_rate: int | None = None) -> EmotionResult:
+        """Emotion of a whole clip (an array with its ``sample_rate``, or a file path): mean of the window
+        probabilities over its speech. Files are streamed from disk in blocks, so memory stays bounded.
 
         If the VAD finds no speech, the whole clip is classified as one segment (``duration`` is then 0.0).
         """
+        if isinstance(audio, (str, os.PathLike)):
+            if sample_rate is not None:
+                raise AudioError("sample_rate is only for array input; a file carries its own rate")
+            return self._classify_blocks(lambda: iter_file(audio))
+        if sample_rate is None:
+            raise AudioError("sample_rate is required for array input")
         x = prepare(audio, sample_rate)
+        return self._classify_blocks(lambda: iter([(x, SAMPLE_RATE)]))
+
+    def _classify_blocks(self, blocks) -> EmotionResult:
+        """``blocks()``: a fresh iterator of (samples, rate) each time (read a second time only without speech)."""
         s = self.stream(emit_partial=False)
-        events = s.accept(x, SAMPLE_RATE) + s.flush()
-        if s.window_probs:
+        events: list[EmotionEvent] = []
+        for block, rate in blocks():
+            events += s.accept(block, rate)
+        events += s.flush()
+        if s.windows_run:
             speech = sum(e.end - e.start for e in events if e.final)
-            return self._result(s.window_probs, speech)
-        return self._result(self._windows_over(x), 0.0)
-
-    def _windows_over(self, x: np.ndarray) -> list[np.ndarray]:
-        from .features import log_mel
-        from .stream import SILENCE_LOGMEL
-
-        if x.size <= N_FFT // 2:
-            x = np.pad(x, (0, N_FFT // 2 + 1 - x.size))
-        mel = log_mel(x)
-        w, hop, first = self.info.window_frames, self.info.hop_frames, self.info.first_frames
-        n = mel.shape[1]
-        ends = list(range(min(first, n), n + 1, hop)) or [n]
-        if n - ends[-1] >= 10:
-            ends.append(n)
-        padded = np.concatenate([np.full((N_MELS, w), SILENCE_LOGMEL, np.float32), mel], axis=1)
-        return [softmax(self.backend.run(padded[None, :, e : e + w]), self.info.temperature) for e in ends]
+            return self._result(s.mean_window_probs(), speech)
+        every = _EveryWindow(self.backend)
+        rs = None
+        for block, rate in blocks():
+            if rs is None:
+                rs = StreamResampler(rate)
+            every.accept(rs(block))
+        if rs is not None:
+            every.accept(rs(np.zeros(0, np.float32), last=True))
+        return self._result(every.finish(), 0.0)
 
     def analyze(self, source, sample_rate: int | None = None, *, partial: bool = False) -> list[EmotionEvent]:
         """Timeline of a recording (path or array): one final event per speech segment (and partials if asked).
@@ -122,6 +128,70 @@ class Model:
         return events
 
 
+class _EveryWindow:
+    """The windows of a whole 16 kHz signal fed in chunks, with no VAD (``classify``'s answer when there is no
+    speech): windows end ``first_frames`` after the start, then every ``hop_frames``, plus one at the end if it is at
+    least 10 frames after the last (or if there was none). The features are :class:`LogMelStream`'s, bit-identical
+    to the whole-clip ones whatever the chunking; only the last window's frames are kept (bounded memory)."""
+
+    def __init__(self, backend: Backend):
+        from .features import LogMelStream
+        from .stream import SILENCE_LOGMEL
+
+        self.backend, self.info = backend, backend.info
+        w = self.info.window_frames
+        self.mel = LogMelStream()
+        self.frames = np.full((N_MELS, w), SILENCE_LOGMEL, np.float32)  # frames before the start: digital silence
+        self.frames_start = -w  # absolute index of self.frames[:, 0]
+        self.n = 0  # frames so far
+        self.next_end = self.info.first_frames
+        self.last_end: int | None = None
+        self.prob_sum: np.ndarray | None = None
+        self.count = 0
+        self.head: list[np.ndarray] = []  # the first samples, while there are too few for the features
+        self.n_in = 0
+
+    def accept(self, x: np.ndarray) -> None:
+        from .stream import MAX_PUSH_SAMPLES
+
+        if self.n_in + x.size <= N_FFT // 2:
+            self.head.append(np.array(x, np.float32))
+        self.n_in += x.size
+        for i in range(0, x.size, MAX_PUSH_SAMPLES):  # pieces: the features of a long chunk at once are huge
+            self._add(self.mel.accept(x[i : i + MAX_PUSH_SAMPLES]))
+
+    def _run(self, end: int) -> None:
+        a = end - self.info.window_frames - self.frames_start
+        win = np.ascontiguousarray(self.frames[None, :, a : a + self.info.window_frames])
+        probs = softmax(self.backend.run(win), self.info.temperature)
+        self.prob_sum = probs.copy() if self.prob_sum is None else self.prob_sum + probs
+        self.count += 1
+        self.last_end = end
+
+    def _add(self, new: np.ndarray) -> None:
+        if new.shape[1]:
+            self.frames = np.concatenate([self.frames, new], axis=1)
+            self.n += new.shape[1]
+        while self.next_end <= self.n:
+            self._run(self.next_end)
+            self.next_end += self.info.hop_frames
+        drop = self.n - self.info.window_frames - self.frames_start  # keep the last window (for the end one)
+        if drop > 0:
+            self.frames = self.frames[:, drop:]
+            self.frames_start += drop
+
+    def finish(self) -> np.ndarray:
+        if self.n_in <= N_FFT // 2:  # too short for the features: zero-padded, as Whisper does
+            x = np.concatenate(self.head) if self.head else np.zeros(0, np.float32)
+            tiny = _EveryWindow(self.backend)
+            tiny.accept(np.pad(x, (0, N_FFT // 2 + 1 - x.size)))
+            return tiny.finish()
+        self._add(self.mel.flush())
+        if self.last_end is None or self.n - self.last_end >= 10:
+            self._run(self.n)
+        return self.prob_sum / np.float32(self.count)
+
+
 def load(model=None, backend: str = "auto", *, vad: str = "silero", threads: int = 1) -> Model:
     """Open an emotion model: ``None`` = the bundled default, or a path to an exported ``.onnx`` / ``.pte``.
 
@@ -134,15 +204,9 @@ def load(model=None, backend: str = "auto", *, vad: str = "silero", threads: int
 
 
 def classify(source, sample_rate: int | None = None, model=None) -> EmotionResult:
-    """Emotion of a whole clip given as a file path or an array (then ``sample_rate`` is required)."""
-    m = load(model)
-    if isinstance(source, (str, os.PathLike)):
-        if sample_rate is not None:
-            raise AudioError("sample_rate is only for array input; a file carries its own rate")
-        return m.classify(load_audio(source), SAMPLE_RATE)
-    if sample_rate is None:
-        raise AudioError("sample_rate is required for array input")
-    return m.classify(source, sample_rate)
+    """Emotion of a whole clip given as a file path (streamed from disk) or an array (then ``sample_rate`` is
+    required)."""
+    return load(model).classify(source, sample_rate)
 
 
 def analyze(source, sample_rate: int | None = None, model=None, *, partial: bool = False) -> list[EmotionEvent]:

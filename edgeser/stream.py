@@ -5,18 +5,21 @@ frame ``s``, windows end at ``s + first_frames``, then every ``hop_frames``, whi
 ends at the segment's end (if at least ``min_tail_frames`` after the previous one, or if the segment had none). Each
 window is the ``window_frames`` log-mel frames before its end (frames before the stream began count as digital
 silence). A segment's scores are the mean of its windows' probabilities. Partial events (``final=False``) are
-emitted for every window while the segment goes on, one final event when it ends. So any chunking of the same audio
-gives the same events.
+emitted for every window while the segment goes on, one final event when it ends. The VAD knows that a segment has
+ended only ~0.2 s after its end, so a window may be due between the two: it is run (as a partial) exactly when its
+frames were complete before the VAD decided the end, as a sample-by-sample feed would, whatever the chunks. So any
+chunking of the same audio gives the same events; memory stays bounded however long the stream runs (running sums,
+not lists, of the window probabilities; a long chunk is processed in 10 s pieces).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import StreamResampler, as_mono, check_rate
-from .constants import HOP_LENGTH, LOG_FLOOR, N_MELS, SAMPLE_RATE
+from .audio import StreamResampler, as_mono, channel_axis, check_rate, to_float32
+from .constants import HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE
 from .errors import AudioError
 from .features import LogMelStream
 from .runtime.base import Backend
@@ -24,6 +27,13 @@ from .types import EmotionEvent
 
 SILENCE_LOGMEL = float(np.log10(LOG_FLOOR))  # what the features give for digital silence
 HISTORY_FRAMES = 400  # log-mel frames kept beyond one window (covers the VAD's decision delay)
+MAX_PUSH_SAMPLES = 10 * SAMPLE_RATE  # a longer chunk is processed in pieces of this size (bounded memory)
+
+
+def frames_available(n_samples: int) -> int:
+    """Log-mel frames :class:`LogMelStream` has produced once ``n_samples`` samples were fed (before flush)."""
+    pad = N_FFT // 2
+    return 0 if n_samples <= pad else (n_samples - pad) // HOP_LENGTH + 1
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -41,7 +51,8 @@ class _Segment:
     end_frame: int | None = None
     end_sample: int | None = None
     last_end: int | None = None
-    probs: list = field(default_factory=list)
+    prob_sum: np.ndarray | None = None  # running float32 sum of the window probabilities (mean = sum / n)
+    n_windows: int = 0
 
 
 class Stream:
@@ -79,20 +90,44 @@ class Stream:
         self._segment: _Segment | None = None
         self._n_segments = 0
         self._finished = False
-        self.window_probs: list[np.ndarray] = []  # every window's probabilities, in order (for classify())
+        self._layout: tuple[int, int] | None = None  # (channel axis, channels) of 2-D chunks, once unambiguous
+        self._prob_sum: np.ndarray | None = None  # sum of every window's probabilities (for classify())
+        self.windows_run = 0  # windows classified since the last reset
+
+    def mean_window_probs(self) -> np.ndarray | None:
+        """Mean probabilities over every window classified since the last reset (None if none was)."""
+        return None if self._prob_sum is None else self._prob_sum / np.float32(self.windows_run)
 
     def accept(self, samples, sample_rate: int = SAMPLE_RATE) -> list[EmotionEvent]:
         """Feed audio (any length, dtype, layout accepted by edgeser.audio); return the events it completes."""
         if self._finished:
             raise AudioError("stream was flushed; call reset() to start a new one")
         rate = check_rate(sample_rate)
+        if self._rate is not None and rate != self._rate:
+            raise AudioError(f"sample rate changed from {self._rate} to {rate} Hz within a stream; call reset()")
+        a = to_float32(samples)
+        axis, layout = None, None
+        if a.ndim == 2 and a.shape[0] and a.shape[1]:
+            # a short chunk of multi-channel audio (fewer frames than channels) must not be read the other way round
+            if self._layout is not None and a.shape[self._layout[0]] == self._layout[1]:
+                axis = self._layout[0]
+            elif self._layout is not None:
+                raise AudioError(f"channel layout changed within a stream: {self._layout[1]} channels on axis "
+                                 f"{self._layout[0]} before, now a chunk of shape {a.shape}; call reset()")
+            elif a.shape[0] != a.shape[1]:
+                layout = (channel_axis(a), a.shape[channel_axis(a)])
+        x = as_mono(a, allow_empty=True, axis=axis)  # validated before any state changes: a bad chunk changes nothing
         if self._rate is None:
             self._rate, self._resampler = rate, StreamResampler(rate)
-        elif rate != self._rate:
-            raise AudioError(f"sample rate changed from {self._rate} to {rate} Hz within a stream; call reset()")
-        x = as_mono(samples, allow_empty=True)
+        if layout is not None:
+            self._layout = layout
         x = self._resampler(x)
-        return self._push(x, last=False)
+        if x.size <= MAX_PUSH_SAMPLES:
+            return self._push(x, last=False)
+        out: list[EmotionEvent] = []
+        for i in range(0, x.size, MAX_PUSH_SAMPLES):  # same events as one piece (chunking never matters)
+            out += self._push(x[i : i + MAX_PUSH_SAMPLES], last=False)
+        return out
 
     def flush(self) -> list[EmotionEvent]:
         """End of audio: close the open segment (its final event) and finish the stream."""
@@ -106,6 +141,7 @@ class Stream:
     # -- internals ----------------------------------------------------------------------------------------------
     def _push(self, x: np.ndarray, last: bool) -> list[EmotionEvent]:
         self._n_samples += x.size
+        frames_before_flush = frames_available(self._n_samples)
         new = self._mel.accept(x) if x.size else np.zeros((N_MELS, 0), np.float32)
         if last:
             new = np.concatenate([new, self._mel.flush()], axis=1)
@@ -125,6 +161,10 @@ class Stream:
                 )
                 self._n_segments += 1
             elif ev.kind == "end" and self._segment is not None:
+                # first the partial windows that were due before the end became known -- those a sample-by-sample
+                # feed would have run -- so that the events never depend on how the audio was chunked
+                known = frames_before_flush if ev.decided is None else frames_available(ev.decided - 1)
+                out += self._run_due(limit=known)
                 self._segment.end_frame = min(ev.sample // HOP_LENGTH, self._n_frames)
                 self._segment.end_sample = ev.sample
                 out += self._run_due()
@@ -159,12 +199,16 @@ class Stream:
 
     def _classify_window(self, seg: _Segment, end: int) -> None:
         probs = softmax(self._backend.run(self._window(end)), self._info.temperature)
-        seg.probs.append(probs)
+        # running sums, not lists: memory stays bounded however long a segment or a stream lasts (float32 sums
+        # in window order give exactly np.mean of the list)
+        seg.prob_sum = probs.copy() if seg.prob_sum is None else seg.prob_sum + probs
+        seg.n_windows += 1
         seg.last_end = end
-        self.window_probs.append(probs)
+        self._prob_sum = probs.copy() if self._prob_sum is None else self._prob_sum + probs
+        self.windows_run += 1
 
     def _event(self, seg: _Segment, end_sample: int, final: bool) -> EmotionEvent:
-        mean = np.mean(seg.probs, axis=0)
+        mean = seg.prob_sum / np.float32(seg.n_windows)
         k = int(np.argmax(mean))
         return EmotionEvent(
             start=round(seg.start_sample / SAMPLE_RATE, 4),
@@ -176,18 +220,26 @@ class Stream:
             segment=seg.index,
         )
 
-    def _run_due(self) -> list[EmotionEvent]:
+    def _run_due(self, limit: int | None = None) -> list[EmotionEvent]:
+        """Run the segment's windows due up to ``limit`` frames (default: all the frames there are, and the final
+        window and event if the segment has ended)."""
         seg = self._segment
         if seg is None:
             return []
         out = []
-        limit = self._n_frames if seg.end_frame is None else min(self._n_frames, seg.end_frame)
+        partial_only = limit is not None
+        if limit is not None:
+            limit = min(limit, self._n_frames)
+        elif seg.end_frame is None:
+            limit = self._n_frames
+        else:
+            limit = min(self._n_frames, seg.end_frame)
         while seg.next_end <= limit:
             self._classify_window(seg, seg.next_end)
             if self.emit_partial:
                 out.append(self._event(seg, seg.next_end * HOP_LENGTH, final=False))
             seg.next_end += self._info.hop_frames
-        if seg.end_frame is not None:
+        if seg.end_frame is not None and not partial_only:
             end = seg.end_frame
             if seg.last_end is None or end - seg.last_end >= self.min_tail_frames:
                 self._classify_window(seg, max(end, 1))

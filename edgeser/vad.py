@@ -21,7 +21,7 @@ buffers, so several streams can run side by side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -239,10 +239,13 @@ class EnergyVad:
 class SegmentEvent:
     """A speech segment boundary: ``kind`` is ``"start"`` or ``"end"``; ``sample`` is the absolute 16 kHz sample
     index in the stream (counted from the first sample fed since the last reset) where the segment starts (padding
-    applied, never below 0) or ends (exclusive, padding applied)."""
+    applied, never below 0) or ends (exclusive, padding applied). ``decided``: the number of samples fed when the
+    event became known (the end of the VAD frame that decided it; None for events of ``flush()``, decided after
+    all the audio). Not part of equality."""
 
     kind: str
     sample: int
+    decided: int | None = field(default=None, compare=False)
 
     @property
     def seconds(self) -> float:
@@ -335,15 +338,15 @@ class Segmenter:
         """Number of samples fed since the last reset."""
         return self._samples
 
-    def _start_event(self) -> SegmentEvent:
+    def _start_event(self, decided: int | None = None) -> SegmentEvent:
         self._confirmed = True
         s = max(0, self._start * self.frame_samples - self.pad_samples, self._last_end)
-        return SegmentEvent("start", int(s))
+        return SegmentEvent("start", int(s), decided)
 
-    def _close(self, end_sample: int, events: list) -> None:
+    def _close(self, end_sample: int, events: list, decided: int | None = None) -> None:
         end = int(min(end_sample, self._samples))
         if self._confirmed:
-            events.append(SegmentEvent("end", end))
+            events.append(SegmentEvent("end", end, decided))
             self._last_end = end
         self._triggered = self._confirmed = False
         self._pause = None
@@ -363,9 +366,9 @@ class Segmenter:
             self._pause = i
         if self._pause is not None:
             if (i + 1 - self._pause) * fs >= self.min_silence_samples:
-                self._close(self._pause * fs + self.pad_samples, events)
+                self._close(self._pause * fs + self.pad_samples, events, (i + 1) * fs)
         elif not self._confirmed and (i + 1 - self._start) * fs >= self.min_speech_samples:
-            events.append(self._start_event())
+            events.append(self._start_event((i + 1) * fs))
 
     def accept(self, x) -> list[SegmentEvent]:
         """Feed 16 kHz mono samples (any length); return the events decided by the frames they completed."""

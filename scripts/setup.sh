@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# System libraries: PortAudio (microphone), libsndfile (files), espeak-ng (generated test speech).
+# System libraries: PortAudio (microphone), libsndfile (files), espeak-ng (generated test speech), chromium (the
+# dashboard's end-to-end test drives it headless).
 need=()
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need+=(libportaudio2)
 ldconfig -p 2>/dev/null | grep -q libsndfile.so.1 || need+=(libsndfile1)
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,7 +25,7 @@ PIP=".venv/bin/pip --disable-pip-version-check -q"
 $PIP install torch==2.13.0
 $PIP install --no-deps executorch==1.5.1 torchao==0.18.0
 $PIP install flatbuffers packaging pyyaml ruamel.yaml tabulate
-$PIP install -e ".[mic,train,text,asr,dev]"
+$PIP install -e ".[mic,train,text,asr,apps,dev]"
 
 # The main job: analyse speech with the bundled default model (ONNX Runtime, no torch on this path).
 mkdir -p .cache

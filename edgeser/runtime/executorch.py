@@ -51,7 +51,8 @@ class ExecuTorchBackend(Backend):
             program = Runtime.get().load_program(str(p))
             self.method = program.load_method("forward")
         except Exception as exc:
-            raise ModelError(f"{path}: ExecuTorch could not load the program ({exc})") from exc
+            raise ModelError(f"{path}: ExecuTorch could not load the program: corrupt, truncated or written by an "
+                             f"incompatible ExecuTorch version ({exc})") from exc
         self.info = self._read_info(program, p)
         self.path = str(p)
         self._lock = threading.Lock()  # an ExecuTorch Method is not re-entrant
@@ -73,7 +74,10 @@ class ExecuTorchBackend(Backend):
 
     def run(self, window: np.ndarray) -> np.ndarray:
         x = self._torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))
-        with self._lock:
-            out = self.method.execute([x])
+        try:
+            with self._lock:
+                out = self.method.execute([x])
+        except Exception as exc:  # a program that does not fit its metadata
+            raise ModelError(f"{self.path}: the program failed on a window of shape {window.shape} ({exc})") from exc
         return out[0].numpy().astype(np.float32).reshape(-1)
 

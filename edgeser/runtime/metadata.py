@@ -51,6 +51,9 @@ class ModelInfo:
         if not isinstance(raw, dict):
             raise ModelError(f"{source}: edgeser metadata is not a JSON object")
         schema = raw.get("schema")
+        if isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA_VERSION:
+            raise ModelError(f"{source}: metadata schema {schema} is newer than this edgeser reads ({SCHEMA_VERSION}); "
+                             "upgrade edgeser to use this model")
         if schema != SCHEMA_VERSION:
             raise ModelError(f"{source}: metadata schema {schema!r} is not supported (this edgeser reads {SCHEMA_VERSION})")
         known = {f.name for f in fields(cls)}
@@ -65,8 +68,16 @@ class ModelInfo:
             info = cls(**kw)
         except TypeError as exc:
             raise ModelError(f"{source}: edgeser metadata incomplete ({exc}; missing {missing})") from exc
-        if not info.labels or len(set(info.labels)) != len(info.labels):
+        labels = info.labels
+        if not labels or not all(isinstance(x, str) for x in labels) or len(set(labels)) != len(labels):
             raise ModelError(f"{source}: labels must be a non-empty list of distinct names")
+        for k in ("sample_rate", "n_fft", "hop_length", "n_mels", "window_frames", "hop_frames", "first_frames"):
+            v = getattr(info, k)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ModelError(f"{source}: metadata field {k} must be an integer, got {v!r}")
+        t = info.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+            raise ModelError(f"{source}: metadata field temperature must be a positive number, got {t!r}")
         if info.window_frames <= 0 or info.hop_frames <= 0 or info.first_frames <= 0:
             raise ModelError(f"{source}: window/hop sizes must be positive")
         return info
