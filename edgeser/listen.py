@@ -242,11 +242,14 @@ class _ThreadSource:
 
     sample_rate: int
 
-    def __init__(self, realtime: bool, block_ms: float):
+    def __init__(self, realtime: bool, block_ms: float, speed: float = 1.0):
         if not (block_ms > 0):
             raise AudioError(f"block_ms must be positive, got {block_ms!r}")
+        if not (speed > 0):
+            raise AudioError(f"speed must be positive, got {speed!r}")
         self.realtime = bool(realtime)
         self.block_ms = float(block_ms)
+        self.speed = float(speed)  # real-time pacing runs this many times faster (events keep the audio's time)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -267,7 +270,7 @@ class _ThreadSource:
                 if self._stop.is_set():
                     return
                 if self.realtime:
-                    due = t0 + sent / self.sample_rate
+                    due = t0 + sent / self.sample_rate / self.speed
                     delay = due - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         return
@@ -275,7 +278,7 @@ class _ThreadSource:
                     return
                 sent += len(block)
             if self.realtime:  # let the last block "play" before ending, as a device would
-                delay = t0 + sent / self.sample_rate - time.monotonic()
+                delay = t0 + sent / self.sample_rate / self.speed - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return
             push.close()
@@ -292,10 +295,11 @@ class _ThreadSource:
 class FileSource(_ThreadSource):
     """Replays an audio file in blocks of ``block_ms``, in real time (``realtime=True``, like a microphone) or as fast
     as the listener takes it; the listener ends by itself (flush, ``wait()`` returns) when the file ends.
-    A missing or unreadable file raises :class:`AudioError` here."""
+    A missing or unreadable file raises :class:`AudioError` here. ``speed`` > 1 replays real time faster (4: a 60 s
+    file in 15 s), for demos and tests."""
 
-    def __init__(self, path, realtime: bool = True, block_ms: float = 30):
-        super().__init__(realtime, block_ms)
+    def __init__(self, path, realtime: bool = True, block_ms: float = 30, speed: float = 1.0):
+        super().__init__(realtime, block_ms, speed)
         from .audio import file_info
 
         p, info = file_info(path)

@@ -7,6 +7,5 @@ Events reach the page by Server-Sent Events; the page is one static HTML file th
 
 from .cli import main
 from .server import Dashboard, Hub
-from .sources import PacedFileSource
 
-__all__ = ["Dashboard", "Hub", "PacedFileSource", "main"]
+__all__ = ["Dashboard", "Hub", "main"]

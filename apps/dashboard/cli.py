@@ -55,7 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edgeser.listen import FileSource, MicrophoneSource
 
     from .server import Dashboard
-    from .sources import PacedFileSource
 
     dash = None
     stop = threading.Event()
@@ -67,12 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)  # also when started in the background (SIGINT inherited as ignored)
     try:
         if args.file:
-            if args.speed == 1.0:
-                source = FileSource(args.file, realtime=True, block_ms=args.block_ms)
-                title = f"file {args.file} (real time)"
-            else:
-                source = PacedFileSource(args.file, speed=args.speed, block_ms=args.block_ms)
-                title = f"file {args.file} ({args.speed:g}x)"
+            source = FileSource(args.file, realtime=True, block_ms=args.block_ms, speed=args.speed)
+            title = f"file {args.file} ({'real time' if args.speed == 1.0 else f'{args.speed:g}x'})"
         else:
             source = MicrophoneSource(args.device, None, args.block_ms)
             title = f"microphone {source.name!r} @ {source.sample_rate} Hz"

@@ -241,7 +241,7 @@ class Dashboard:
     """Listener + hub + HTTP server. ``start()`` serves and listens; ``close()`` stops everything (idempotent).
 
     ``model``: a loaded :class:`edgeser.Model`; ``source``: an edgeser listener source (FileSource, MicrophoneSource,
-    :class:`~apps.dashboard.sources.PacedFileSource`, ...); ``port`` 0 picks a free port.
+    :class:`edgeser.listen.FileSource` (with ``speed``), ...); ``port`` 0 picks a free port.
     """
 
     def __init__(self, model, source, *, title: str = "", port: int = 0, block_ms: float = 30, speed: float = 1.0,
