@@ -26,10 +26,16 @@ def open_backend(path, backend: str = "auto", threads: int = 1) -> Backend:
     if kind == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(str(p), threads=threads)
-    from .executorch import ExecuTorchBackend
+        b = OnnxBackend(str(p), threads=threads)
+    else:
+        from .executorch import ExecuTorchBackend
 
-    return ExecuTorchBackend(str(p), threads=threads)
+        b = ExecuTorchBackend(str(p), threads=threads)
+    if b.info.state:
+        names = [s.get("name") for s in b.info.state]
+        raise ModelError(f"{p}: a stateful streaming model (state {names}); this edgeser runs windowed models only. "
+                         "Run it step by step with export.causal.OnnxStep until the runtime supports it.")
+    return b
 
 
 __all__ = ["Backend", "ModelInfo", "open_backend", "BACKENDS"]
