@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 
 from edgeser.runtime.metadata import METADATA_KEY, ModelInfo
 
-from .core import ExportMismatch, _linear_nodes, _strip_initializer_value_info
+from .core import ExportMismatch, export_onnx
 
 NORMALISATION = ("input: raw log10-mel (edgeser.features.log_mel, 100 frames/s). Per chunk, running peak "
                  "m = max(max(chunk), m_prev - peak_decay), initial -10 (log10 of the feature floor); every frame of "
@@ -66,47 +65,17 @@ def causal_info(model, labels, **kw) -> ModelInfo:
 
 def export_causal_onnx(model, path, info: ModelInfo, quantize: str | None = None) -> Path:
     """Write the step function of ``model`` (CausalEncoder) to ``path`` with ``info`` embedded; int8 = ONNX Runtime
-    dynamic quantization of the Linear layers (as export.core.export_onnx)."""
-    import onnx
+    dynamic quantization of the Linear layers (:func:`export.core.export_onnx`)."""
     import torch
 
     from train.models.causal import CausalStep
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    step = CausalStep(model).eval()
+    step = CausalStep(model.eval()).eval()
     c = model.cfg
     example = (torch.zeros(1, c.n_mels, c.chunk_frames) - 5.0, *model.initial_state(1))
-    names_in = [info.input_name] + [s["name"] for s in info.state]
-    names_out = [info.output_name] + [s["output"] for s in info.state]
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        fp32 = Path(tmp) / "fp32.onnx"
-        prog = torch.onnx.export(step, example, input_names=names_in, output_names=names_out, dynamo=True,
-                                 external_data=False, optimize=True, verbose=False)
-        prog.save(str(fp32))
-        proto = onnx.load(str(fp32))
-        if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            _strip_initializer_value_info(proto)
-            pre = Path(tmp) / "pre.onnx"
-            onnx.save(proto, str(pre))
-            q = Path(tmp) / "int8.onnx"
-            quantize_dynamic(str(pre), str(q), weight_type=QuantType.QInt8, per_channel=True,
-                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=_linear_nodes(proto))
-            proto = onnx.load(str(q))
-        elif quantize not in (None, "none"):
-            raise ValueError(f"unknown quantization {quantize!r}")
-        got_in = [i.name for i in proto.graph.input]
-        got_out = [o.name for o in proto.graph.output]
-        if got_in != names_in or got_out != names_out:
-            raise ExportMismatch(f"graph signature {got_in} -> {got_out}, expected {names_in} -> {names_out}")
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, info.to_json()
-        onnx.save(proto, str(path))
-    return path
+    return export_onnx(step, example, path, info, quantize,
+                       input_names=[info.input_name] + [s["name"] for s in info.state],
+                       output_names=[info.output_name] + [s["output"] for s in info.state])
 
 
 class OnnxStep:

@@ -73,16 +73,21 @@ def _linear_nodes(model_proto) -> list[str]:
             if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and inits.get(n.input[1]) == 2]
 
 
-def export_onnx(model, example_inputs: tuple, path, info: ModelInfo, quantize: str | None = None) -> Path:
+def export_onnx(model, example_inputs: tuple, path, info: ModelInfo, quantize: str | None = None, *,
+                input_names: list[str] | None = None, output_names: list[str] | None = None) -> Path:
+    """Export ``model`` to ONNX with ``info`` as metadata; ``quantize="int8"`` = ONNX Runtime dynamic int8 of the
+    Linear layers. Names default to the metadata's single input/output (stateful graphs pass all of theirs)."""
     import onnx
     import torch
 
+    names_in = input_names or [info.input_name]
+    names_out = output_names or [info.output_name]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         fp32 = Path(tmp) / "fp32.onnx"
-        prog = torch.onnx.export(model, example_inputs, input_names=[info.input_name], output_names=[info.output_name],
+        prog = torch.onnx.export(model, example_inputs, input_names=names_in, output_names=names_out,
                                  dynamo=True, external_data=False, optimize=True, verbose=False)
         prog.save(str(fp32))
         proto = onnx.load(str(fp32))
@@ -98,6 +103,10 @@ def export_onnx(model, example_inputs: tuple, path, info: ModelInfo, quantize: s
             proto = onnx.load(str(q))
         elif quantize not in (None, "none"):
             raise ValueError(f"unknown quantization {quantize!r}")
+        got_in = [i.name for i in proto.graph.input]
+        got_out = [o.name for o in proto.graph.output]
+        if got_in != names_in or got_out != names_out:
+            raise ExportMismatch(f"graph signature {got_in} -> {got_out}, expected {names_in} -> {names_out}")
         del proto.metadata_props[:]
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, info.to_json()
@@ -121,7 +130,9 @@ def _quantize_pt2e(exported, example_inputs):
 
 def export_pte(model, example_inputs: tuple, path, info: ModelInfo, quantize: str | None = None) -> Path:
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
     from executorch.exir import to_edge_transform_and_lower
 
     path = Path(path)
