@@ -452,7 +452,6 @@ def test_metadata_that_does_not_fit_is_a_model_error_at_load(tmp_path, onnx_prot
 
 @pytest.mark.parametrize("fraction", [0.01, 0.5, 0.99])
 def test_truncated_pte_is_a_model_error(tmp_path, fraction):
-    pytest.importorskip("executorch")
     raw = (DEFAULT / "edgeser-default.pte").read_bytes()
     p = tmp_path / "cut.pte"
     p.write_bytes(raw[: int(len(raw) * fraction)])

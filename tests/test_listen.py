@@ -318,6 +318,18 @@ def test_file_source_fast_and_realtime(tmp_path):
     lst.stop()
     assert time.monotonic() - t0 >= 0.2  # 0.25 s of audio, played in real time
 
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(48000, np.float32), 24000)  # 2 s
+    t0 = time.monotonic()
+    model = FakeModel()
+    lst = listen(lambda e: None, model=model, source=FileSource(long, realtime=True, speed=8))
+    assert lst.wait(5)
+    lst.stop()
+    took = time.monotonic() - t0
+    assert 0.2 <= took < 1.5 and model.streams[0].samples == 48000  # 2 s of audio paced 8x faster: ~0.25 s
+    with pytest.raises(AudioError, match="speed must be positive"):
+        FileSource(long, speed=0)
+
     with pytest.raises(AudioError, match="no such audio file"):
         FileSource(tmp_path / "missing.wav")
 

@@ -627,3 +627,60 @@ def test_cli_merge(tmp_path):
     recs = json.loads(results.read_text())
     assert len(recs) == 5
     assert all(r["command"] == "merged" for r in recs if r["model"] != "cma")
+
+
+def test_cli_queue_runs_jobs_in_processes_and_skips(pack_path, tmp_path):
+    """`queue` runs each (model, variant, fold) in its own process, writes records and logits, honours --skip."""
+    import json
+
+    from train.__main__ import main
+
+    work = tmp_path / "work"
+    rc = main(["queue", "--pack", str(pack_path), "--jobs", "mtl_ctc", "--folds", "0", "--workers", "2",
+               "--work", str(work), "--preset", "tiny", "--fit-json", '{"*": {"epochs": 1}}',
+               "--skip", "mtl_ctc-alpha0-fold0"])
+    assert rc == 0
+    assert sorted(p.name for p in (work / "records").glob("*.json")) == ["mtl_ctc-full-fold0.json"]
+    rec = json.loads((work / "records" / "mtl_ctc-full-fold0.json").read_text())[0]
+    assert rec["model"] == "mtl_ctc" and rec["epochs"] == 1 and rec["backbone"] == "random-tiny"
+    assert (work / "logits" / "mtl_ctc-full-fold0.npz").is_file()
+
+
+def test_load_corpus_manifest_and_errors(tmp_path):
+    import soundfile as sf
+
+    from train.__main__ import load_corpus
+
+    rows = ["path,speaker,label,gender"]
+    for s, g in (("a", "male"), ("b", "female"), ("c", "male"), ("d", "female"), ("e", "male")):
+        for lab in ("neutral", "angry"):
+            sf.write(tmp_path / f"{s}-{lab}.wav", np.zeros(1600, np.float32), 16000)
+            rows.append(f"{s}-{lab}.wav,{s},{lab},{g}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    clips, folds, kind = load_corpus(f"manifest:{tmp_path / 'm.csv'}")
+    assert kind == "manifest" and len(clips) == 10 and len(folds) == 5
+    assert sorted(s for f in folds for s in f) == ["a", "b", "c", "d", "e"]
+    with pytest.raises(SystemExit, match="unknown corpus"):
+        load_corpus("timit")
+    with pytest.raises(SystemExit, match="needs a path"):
+        load_corpus("manifest")
+
+
+def test_whisper_fp16_weights_file_round_trip(tmp_path):
+    """The compact fp16 encoder file (what a GPU machine gets) builds the same backbone as the packaged weights."""
+    from train.backbones.speech import build_backbone, out_lengths, save_whisper_fp16
+
+    path = save_whisper_fp16("tiny.en", tmp_path / "tiny.fp16.pt")
+    a, b = build_backbone("whisper-tiny.en").eval(), build_backbone("whisper-tiny.en", weights=path).eval()
+    mel = torch.rand(1, 80, 120) * 2 - 1.5
+    lengths = torch.tensor([120])
+    with torch.no_grad():
+        ha, la = a(mel, lengths)
+        hb, lb = b(mel, lengths)
+    assert len(ha) == 5 and torch.equal(la, lb) and la.item() == 60
+    assert torch.allclose(ha[-1], hb[-1], atol=5e-2)  # fp16 storage of the weights
+    assert torch.equal(out_lengths(a, Batch(mel=mel, mel_lengths=torch.tensor([119]))), torch.tensor([60]))
+    with pytest.raises(ValueError, match="holds whisper-tiny.en"):
+        build_backbone("whisper-base", weights=path)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("wav2vec2")

@@ -187,6 +187,8 @@ def cmd_queue(a) -> int:
             cmd = [sys.executable, "-m", "train", "fit", "--model", m, "--variant", v, "--fold", str(f),
                    "--data", a.pack, "--results", str(work / "records" / f"{name}.json"),
                    "--logits", str(work / "logits"), "--quiet"]
+            if a.preset != "paper":
+                cmd += ["--preset", a.preset]
             if a.backbone_weights:
                 cmd += ["--backbone-weights", a.backbone_weights]
             if a.backbone:
@@ -278,6 +280,7 @@ def main(argv=None) -> int:
     q.add_argument("--folds", default="0,1,2,3,4")
     q.add_argument("--workers", type=int, default=4)
     q.add_argument("--work", required=True)
+    q.add_argument("--preset", choices=("paper", "tiny"), default="paper")
     q.add_argument("--backbone", default=None)
     q.add_argument("--backbone-weights", default=None)
     q.add_argument("--fit-json", default=None)

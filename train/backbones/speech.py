@@ -163,13 +163,15 @@ def encode(backbone: nn.Module, batch, mask_time: torch.Tensor | None = None):
     return backbone(batch.mel, batch.mel_lengths, mask_time=mask_time)
 
 
-def frames_of(backbone: nn.Module, batch) -> int:
-    """Number of encoder frames the backbone produces for ``batch`` (for building frame masks before a forward)."""
+def out_lengths(backbone: nn.Module, batch) -> torch.Tensor:
+    """Valid encoder frames per item of ``batch`` (known before a forward, for building frame masks)."""
     if getattr(backbone, "input_kind", "mel") == "wave":
-        return int(backbone.out_lengths(batch.wave_lengths).max())
+        return backbone.out_lengths(batch.wave_lengths)
+    return whisper_out_lengths(batch.mel_lengths)
+
+
+def frames_of(backbone: nn.Module, batch) -> int:
+    """Number of encoder frames the backbone produces for the padded ``batch``."""
+    if getattr(backbone, "input_kind", "mel") == "wave":
+        return int(backbone.out_lengths(torch.tensor([batch.wave.shape[-1]]))[0])
     return int(whisper_out_lengths(torch.tensor(batch.mel.shape[-1])))
-
-
-def length_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
-    """``[B, t]`` bool, True on valid frames."""
-    return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]

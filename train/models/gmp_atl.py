@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from ..backbones.speech import build_backbone, encode, frames_of
+from ..backbones.speech import build_backbone, encode, frames_of, out_lengths
 from ..losses import am_softmax_logits, am_softmax_loss, masked_prediction_loss
 from .common import Batch, length_mask, masked_mean, run_lstm
 
@@ -156,8 +156,8 @@ class GMPATL(nn.Module):
         cfg = self.config
         if self.stage == 2:
             t = frames_of(self.backbone, batch)
-            lengths_guess = torch.div(batch.mel_lengths - 1, 2, rounding_mode="floor") + 1
-            mask = span_mask(len(batch), t, lengths_guess, cfg.mask_prob, cfg.mask_span) if self.training else None
+            valid = out_lengths(self.backbone, batch).clamp(max=t)
+            mask = span_mask(len(batch), t, valid, cfg.mask_prob, cfg.mask_span) if self.training else None
             hidden, lengths = encode(self.backbone, batch, mask_time=mask)
             z = hidden[-1]
             return {"frame_logits": [h(z) for h in self.frame_heads], "mask": mask, "lengths": lengths,
