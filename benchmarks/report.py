@@ -160,6 +160,122 @@ def teachers(recs) -> list[str]:
     return out
 
 
+def _n(x, spec: str = ".1f", dash: str = "—") -> str:
+    return dash if x is None else format(x, spec)
+
+
+def _params(r) -> str:
+    txt = f"{r['params'] / 1e6:.1f}"
+    return txt + (f" + {r['text_encoder_params'] / 1e6:.1f} text" if r.get("text_encoder_params") else "")
+
+
+def _folds(r) -> str:
+    f = r.get("folds") or []
+    return "all 5" if f == list(range(5)) else (", ".join(map(str, f)) or "—")
+
+
+def compare(d) -> list[str]:
+    """Every teacher and every student in one table (benchmarks/compare.py -> results/compare.json)."""
+    clock = d.get("clock", "cpu")
+    cuda = (d.get("inputs") or {}).get("teacher_timing_cuda")
+    gpu = next((r["gpu"]["device"] for r in d["rows"] if r.get("gpu")), None)
+    gpu_head = f"teacher GPU ms p50 fp32 / bf16 ({gpu})" if gpu else "teacher GPU ms (no GPU timing file)"
+    refreshed = d.get("teachers_refreshed")
+    out = ["## Teachers vs students: accuracy, size, speed, memory (same folds)", "", _prov(d), ""]
+    if refreshed:
+        out += [f"_Teacher rows re-read by `{refreshed['command']}` — {refreshed['date']}_", ""]
+    out += [d.get("protocol", ""), "",
+           f"| model | variant / backbone | format | UAR % | WA % | folds | params M | file MiB | RTF (1 thread) | per-clip ms p50 / p95 "
+           f"| per-chunk ms p50 / p95 | peak RSS MiB | final after speech end s (mean / p95) | {gpu_head} |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in d["rows"]:
+        name = {"teacher": f"teacher {r['model']}", "student": "student (windowed)",
+                "causal": "student (causal)"}[r["kind"]]
+        name = f"**{name}**" if r["kind"] != "teacher" or r.get("variant") == "full" else name
+        fmt = f"{r['format']} {r['quantization']}"
+        what = r["variant"] if r["kind"] == "teacher" else r.get("backbone", "")
+        if r.get("uar") is None:
+            out.append(f"| {name} | {what} | {fmt} | — | — | — | {_params(r)} | | | | | | | {r.get('note', '')} |")
+            continue
+        clip = r["clip_ms"][clock]
+        chunk = (r.get("chunk_ms") or {}).get(clock)
+        fin = r.get("final_after_speech_end_s") or {}
+        g = r.get("gpu")
+        gtxt = f"{g['fp32_ms']['p50']:.1f} / {_n((g.get('bf16_ms') or {}).get('p50'))}" if g else "—"
+        mark = " (!)" if r.get("export_check_failed") else ""
+        out.append(f"| {name} | {what} | {fmt}{mark} | {_pct(r['uar'])} | {_pct(r['wa'])} | {_folds(r)} | "
+                   f"{_params(r)} | {r['file_mib']:.1f} | {r['rtf'][clock]:.4f} | {clip['p50']:.0f} / {clip['p95']:.0f} | "
+                   + (f"{chunk['p50']:.1f} / {chunk['p95']:.1f} | " if chunk else "— | ")
+                   + f"{r['peak_rss_mib']:.0f} | {_n(fin.get('mean'), '.2f')} / {_n(fin.get('p95'), '.2f')} | {gtxt} |")
+        if r.get("note"):
+            notes.append(f"- (!) {name} {fmt}: {r['note']}: " + "; ".join(
+                f"fold {k}: {v}" for k, v in r["export_check_failed"].items()) if mark else f"- {name} {fmt}: {r['note']}")
+    teacher = next((r for r in d["rows"] if r["kind"] == "teacher"), None)
+    student = next((r for r in d["rows"] if r["kind"] == "student"), None)
+    causal = next((r for r in d["rows"] if r["kind"] == "causal" and r.get("uar") is not None), None)
+    tokens = max((r.get("text_tokens") or 0 for r in d["rows"]), default=0)
+    out += ["", f"Costs are process CPU time on one thread (`{clock}`; wall time, inflated by other jobs on this shared "
+            "machine, is in `results/compare.json` too). Per clip: features + VAD + model"
+            + (f" (+ the text encoder over a {tokens}-token transcript for the text teachers; the ASR that would "
+               "produce it is not counted)" if tokens else "") + "."]
+    loads = [(what, x["load_average"]) for what, x in (("compare.py", d), ("teacher_timing.py --device cpu",
+             (d.get("inputs") or {}).get("teacher_timing_cpu") or {})) if x.get("load_average")]
+    if loads:
+        out[-1] += (" The 2 cores are shared with other jobs and even CPU time grows with their load (cache, memory "
+                    "bandwidth, sibling hyper-threads): 1-min load average at start / end of "
+                    + "; ".join(f"`{w}` {la['start'][0]:.1f} / {la['end'][0]:.1f}" for w, la in loads) + ".")
+    if teacher:
+        out.append(f"- Teachers: UAR/WA from `results/teachers.json` (trained and evaluated on "
+                   f"{teacher['trained_on']}); cost from `results/teacher_timing_cpu.json` (eager PyTorch fp32, random "
+                   f"weights at full size, batch 1, one {teacher['clip_ms']['clip_seconds']:.1f} s clip) plus the "
+                   "edgeser front end on the same length; RTF = per-clip p50 / clip length; file = fp32 state dict (+ text encoder); peak RSS = a fresh "
+                   f"process building and running that teacher (torch + transformers); final after speech end = "
+                   f"{teacher['final_how']}. GPU: "
+                   + (f"`{cuda['command']}` ({gpu}), model only, batch 1." if cuda and gpu else
+                      "no `results/teacher_timing_cuda.json` yet (`python benchmarks/teacher_timing.py --device cuda` "
+                      "on a GPU machine)."))
+    if student:
+        out.append(f"- Windowed students: each fold's export through the SDK (`edgeser.load(path).classify`); RTF = "
+                   f"`analyze()` over {student['rtf_audio_seconds']:.0f} s of held-out speech with pauses; per chunk = "
+                   f"{student['chunk_ms']['what']}; peak RSS = VmHWM of a fresh process that loads the file and "
+                   "analyses that recording (for `.pte` files the ExecuTorch Python bindings import torch, which an "
+                   f"app on a phone does not carry); final after speech end: {student['final_how']}; speed, memory and "
+                   f"live latency on fold {student['speed_fold']}'s files.")
+    if causal:
+        out.append(f"- Causal student: {causal['protocol']}; per chunk = {causal['chunk_ms']['what']}; RTF = "
+                   "LogMelStream + Silero VAD + a step on every chunk of the recording, fed 200 ms at a time; "
+                   f"final after speech end: {causal['final_how']}.")
+    out += notes
+    if d.get("missing"):
+        out += ["", "Missing (reported, not skipped silently):", ""] + [f"- {m}" for m in d["missing"]]
+    out += ["", "Accuracy vs per-clip CPU latency (marker area ~ file size):", "",
+            "![accuracy vs latency](results/compare_tradeoff.png)", "",
+            "Fold-summed confusion matrices (the best teacher and every student):", "",
+            "![confusion matrices](results/compare_confusion.png)", ""]
+    return out
+
+
+def compare_summary(d) -> list[str]:
+    """The short version for the top-level README: full teachers and every student."""
+    clock = d.get("clock", "cpu")
+    out = ["Teachers vs on-device students (same folds; costs on one CPU thread; from `benchmarks/compare.py`):", "",
+           "| model | format | UAR % | folds | params M | file MiB | per-clip ms (p50) | RTF | final after speech end s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        if r.get("uar") is None or (r["kind"] == "teacher" and r.get("variant") != "full"):
+            continue
+        name = {"teacher": f"teacher {r['model']}", "student": "student (windowed)", "causal": "student (causal)"}[r["kind"]]
+        fin = (r.get("final_after_speech_end_s") or {}).get("mean")
+        mark = " (!)" if r.get("export_check_failed") else ""
+        out.append(f"| {name} | {r['format']} {r['quantization']}{mark} | {_pct(r['uar'])} | {_folds(r)} | {_params(r)} | "
+                   f"{r['file_mib']:.1f} | {r['clip_ms'][clock]['p50']:.0f} | {r['rtf'][clock]:.4f} | {_n(fin, '.2f')} |")
+    if any(r.get("export_check_failed") for r in d["rows"]):
+        out += ["", "(!) one fold's file failed the exporter's check against eager PyTorch and was evaluated anyway "
+                "(details in [`benchmarks/README.md`](benchmarks/README.md))."]
+    return out + [""]
+
+
 def hardening(d) -> list[str]:
     """Long and heavy runs (benchmarks/hardening.py): what was tried, memory before/after, events in/out."""
     out = ["## Hardening: a long recording, a soak, parallel streams (default model, ONNX, 1 thread)", "", _prov(d), ""]
@@ -240,6 +356,9 @@ def readme_summary() -> list[str]:
                 out.append(f"| teacher {m} | {rs[0]['backbone']} | {_pct(statistics.fmean(r['uar'] for r in rs))} | "
                            f"{_pct(statistics.fmean(r['wa'] for r in rs))} | {rs[0]['device'].replace('cuda:', '')} |")
         out.append("")
+    c = _load("compare.json")
+    if c:
+        out += compare_summary(c)
     return out + [README_END]
 
 
@@ -269,6 +388,9 @@ def main() -> int:
     t = _load("teachers.json")
     if t:
         lines += teachers(t)
+    d = _load("compare.json")
+    if d is not None:
+        lines += compare(d)
     for name, fn in (("encoders.json", encoders), ("vad.json", vad)):
         d = _load(name)
         if d is not None:

@@ -24,6 +24,23 @@ EXIT_INTERRUPTED = 130
 BACKENDS = ("auto", "onnx", "executorch")
 
 
+def _threshold(text: str):
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) or 'auto', got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) or 'auto', got {text!r}")
+    return v
+
+
+def _stream_options(args) -> dict:
+    """--adapt / --abstain-below, only those given (a model's defaults otherwise)."""
+    return {k: v for k, v in (("adapt", args.adapt), ("abstain_below", args.abstain_below)) if v is not None}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgeser", description="On-device speech emotion recognition.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -34,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="print JSON instead of text")
         sp.add_argument("--model", metavar="PATH", default=None, help="model file or directory (default: bundled)")
         sp.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
+        sp.add_argument("--adapt", choices=("running", "off"), default=None,
+                        help="test-time adaptation of models that have it (default: the model's)")
+        sp.add_argument("--abstain-below", type=_threshold, default=None, metavar="P",
+                        help='label results under confidence P "uncertain" ("auto": the model\'s recommended '
+                             'threshold; default: never)')
 
     c = sub.add_parser("classify", help="one emotion per file", description="Classify the emotion of whole files.")
     model_args(c)
@@ -109,7 +131,7 @@ def _classify(args, model, out) -> int:
 
     def run(get_model, path):
         file_info(path)  # a missing or unreadable file fails here, before the model is loaded
-        return get_model().classify(path)  # streamed from disk: bounded memory however long the file
+        return get_model().classify(path, **_stream_options(args))  # streamed from disk: bounded memory however long the file
 
     def show(path, r):
         if args.json:
@@ -121,13 +143,13 @@ def _classify(args, model, out) -> int:
     return _per_file(args, model, out, run, show)
 
 
-def _analyze_file(get_model, path, partial: bool) -> list:
+def _analyze_file(get_model, path, partial: bool, adapt=None, abstain_below=None) -> list:
     """Stream the file through the model block by block (bounded memory), keeping final events (and partial ones)."""
     from .audio import iter_file
 
     blocks = iter_file(path)
     first = next(blocks)  # a missing or unreadable file fails here, before the model is loaded
-    s = get_model().stream()
+    s = get_model().stream(**{k: v for k, v in (("adapt", adapt), ("abstain_below", abstain_below)) if v is not None})
     events = []
     for block, rate in itertools.chain([first], blocks):
         events.extend(s.accept(block, rate))
@@ -146,7 +168,8 @@ def _analyze(args, model, out) -> int:
             tag = "" if e.final else "  (partial)"
             print(f"  {e.start:7.2f} - {e.end:7.2f}  {e.label:<10} {e.confidence:.2f}{tag}", file=out)
 
-    return _per_file(args, model, out, lambda get_model, path: _analyze_file(get_model, path, args.partial), show)
+    return _per_file(args, model, out, lambda get_model, path: _analyze_file(get_model, path, args.partial, args.adapt,
+                                                                            args.abstain_below), show)
 
 
 def _devices(args, out) -> int:

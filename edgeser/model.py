@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from .errors import AudioError, ModelError
 from .runtime import open_backend
 from .runtime.base import Backend
 from .stream import Stream, softmax
-from .types import EmotionEvent, EmotionResult
+from .types import UNCERTAIN, EmotionEvent, EmotionResult
 
 DEFAULT_DIR = Path(__file__).parent / "models" / "default"
 DEFAULT_NAME = "edgeser-default"
@@ -44,6 +45,8 @@ class Model:
         if vad not in ("silero", "energy"):
             raise ModelError(f"unknown vad {vad!r}: 'silero' or 'energy'")
         self.vad = vad
+        self._vad_session = None
+        self._vad_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Model({self.backend.path!r}, backend={self.backend.name!r}, labels={self.labels})"
@@ -57,49 +60,77 @@ class Model:
         return self.backend.path
 
     def _segmenter(self):
-        from .vad import EnergyVad, Segmenter, SileroVad
+        from .vad import EnergyVad, Segmenter, SileroVad, load_silero_session
 
-        return Segmenter(SileroVad() if self.vad == "silero" else EnergyVad())
+        if self.vad == "energy":
+            return Segmenter(EnergyVad())
+        with self._vad_lock:  # one Silero session per model, shared by its streams (their VAD state is their own)
+            if self._vad_session is None:
+                self._vad_session = load_silero_session()
+        return Segmenter(SileroVad(session=self._vad_session))
 
-    def stream(self, *, emit_partial: bool = True) -> Stream:
-        """A new independent stream (its own front-end, VAD and segment state)."""
-        return Stream(self.backend, self._segmenter, emit_partial=emit_partial)
+    @property
+    def adaptive(self) -> bool:
+        """Whether the model carries test-time adaptation state (``adapt=`` and ``Stream.calibrate`` apply)."""
+        return "stream" in self.info.state_scopes()
 
-    def _result(self, mean: np.ndarray, speech_seconds: float) -> EmotionResult:
+    def stream(self, *, emit_partial: bool = True, adapt: str | None = None,
+               abstain_below: float | str | None = None) -> Stream:
+        """A new independent stream (its own front-end, VAD, segment and adaptation state).
+
+        ``adapt``: "running" (normalise against the statistics of the stream so far; the default of adaptive models),
+        "off" (against the training data's, or the calibration's, fixed statistics). ``abstain_below``: confidence
+        under which results are labelled "uncertain": None (default) = never, "auto" = the threshold the model's
+        metadata recommends (fitted on validation speakers), or a number in [0, 1)."""
+        return Stream(self.backend, self._segmenter, emit_partial=emit_partial, adapt=adapt,
+                      abstain_below=abstain_below)
+
+    def _result(self, mean: np.ndarray, speech_seconds: float, abstain_below: float = 0.0) -> EmotionResult:
         k = int(np.argmax(mean))
         return EmotionResult(
-            label=self.labels[k],
+            label=UNCERTAIN if float(mean[k]) < abstain_below else self.labels[k],
             confidence=float(mean[k]),
             scores={lab: float(p) for lab, p in zip(self.labels, mean)},
             duration=round(speech_seconds, 4),
         )
 
-    def classify(self, audio, sample_rate: int | None = None) -> EmotionResult:
+    def classify(self, audio, sample_rate: int | None = None, *, stream: Stream | None = None,
+                 adapt: str | None = None, abstain_below: float | str | None = None) -> EmotionResult:
         """Emotion of a whole clip (an array with its ``sample_rate``, or a file path): mean of the window
         probabilities over its speech. Files are streamed from disk in blocks, so memory stays bounded.
 
         If the VAD finds no speech, the whole clip is classified as one segment (``duration`` is then 0.0).
+        ``adapt`` / ``abstain_below``: as for :meth:`stream`. ``stream``: classify with this stream's adaptation state
+        and calibration (e.g. one speaker's session, clip after clip): it is reset first, keeping its calibration,
+        and keeps the adaptation statistics the clip adds.
         """
         if isinstance(audio, (str, os.PathLike)):
             if sample_rate is not None:
                 raise AudioError("sample_rate is only for array input; a file carries its own rate")
-            return self._classify_blocks(lambda: iter_file(audio))
-        if sample_rate is None:
-            raise AudioError("sample_rate is required for array input")
-        x = prepare(audio, sample_rate)
-        return self._classify_blocks(lambda: iter([(x, SAMPLE_RATE)]))
+            blocks = lambda: iter_file(audio)  # noqa: E731
+        else:
+            if sample_rate is None:
+                raise AudioError("sample_rate is required for array input")
+            x = prepare(audio, sample_rate)
+            blocks = lambda: iter([(x, SAMPLE_RATE)])  # noqa: E731
+        if stream is None:
+            stream = self.stream(emit_partial=False, adapt=adapt, abstain_below=abstain_below)
+        elif adapt is not None or abstain_below is not None:
+            raise ValueError("give adapt / abstain_below when creating the stream, not with stream=")
+        return self._classify_blocks(blocks, stream)
 
-    def _classify_blocks(self, blocks) -> EmotionResult:
+    def _classify_blocks(self, blocks, s: Stream) -> EmotionResult:
         """``blocks()``: a fresh iterator of (samples, rate) each time (read a second time only without speech)."""
-        s = self.stream(emit_partial=False)
+        if s.seconds or s._finished:  # a stream that was used: start a new recording, keep the adaptation
+            s.reset(keep_adaptation=True)
         events: list[EmotionEvent] = []
         for block, rate in blocks():
             events += s.accept(block, rate)
         events += s.flush()
         if s.windows_run:
             speech = sum(e.end - e.start for e in events if e.final)
-            return self._result(s.mean_window_probs(), speech)
-        every = _EveryWindow(self.backend)
+            return self._result(s.mean_window_probs(), speech, s.abstain_below)
+        every = _EveryWindow(self.backend, s)
         rs = None
         for block, rate in blocks():
             if rs is None:
@@ -107,12 +138,17 @@ class Model:
             every.accept(rs(block))
         if rs is not None:
             every.accept(rs(np.zeros(0, np.float32), last=True))
-        return self._result(every.finish(), 0.0)
+        return self._result(every.finish(), 0.0, s.abstain_below)
 
-    def analyze(self, source, sample_rate: int | None = None, *, partial: bool = False) -> list[EmotionEvent]:
+    def analyze(self, source, sample_rate: int | None = None, *, partial: bool = False, adapt: str | None = None,
+                abstain_below: float | str | None = None, calibration=None) -> list[EmotionEvent]:
         """Timeline of a recording (path or array): one final event per speech segment (and partials if asked).
-        Files are streamed from disk in blocks, so memory stays bounded for long recordings."""
-        s = self.stream(emit_partial=partial)
+        Files are streamed from disk in blocks, so memory stays bounded for long recordings. ``adapt`` /
+        ``abstain_below``: as for :meth:`stream`; ``calibration``: (samples, sample_rate) of the speaker's ordinary
+        speech for :meth:`Stream.calibrate`."""
+        s = self.stream(emit_partial=partial, adapt=adapt, abstain_below=abstain_below)
+        if calibration is not None:
+            s.calibrate(*calibration)
         events: list[EmotionEvent] = []
         if isinstance(source, (str, os.PathLike)):
             if sample_rate is not None:
@@ -134,11 +170,12 @@ class _EveryWindow:
     least 10 frames after the last (or if there was none). The features are :class:`LogMelStream`'s, bit-identical
     to the whole-clip ones whatever the chunking; only the last window's frames are kept (bounded memory)."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, stream: Stream):
         from .features import LogMelStream
         from .stream import SILENCE_LOGMEL
 
-        self.backend, self.info = backend, backend.info
+        self.backend, self.info, self.stream = backend, backend.info, stream
+        stream._start_segment_state()  # the whole signal is one segment
         w = self.info.window_frames
         self.mel = LogMelStream()
         self.frames = np.full((N_MELS, w), SILENCE_LOGMEL, np.float32)  # frames before the start: digital silence
@@ -160,12 +197,23 @@ class _EveryWindow:
         for i in range(0, x.size, MAX_PUSH_SAMPLES):  # pieces: the features of a long chunk at once are huge
             self._add(self.mel.accept(x[i : i + MAX_PUSH_SAMPLES]))
 
-    def _run(self, end: int) -> None:
-        a = end - self.info.window_frames - self.frames_start
-        win = np.ascontiguousarray(self.frames[None, :, a : a + self.info.window_frames])
-        probs = softmax(self.backend.run(win), self.info.temperature)
-        self.prob_sum = probs.copy() if self.prob_sum is None else self.prob_sum + probs
-        self.count += 1
+    def _run(self, end: int, tail: bool = False) -> None:
+        from .stream import SILENCE_LOGMEL
+
+        w = self.info.window_frames
+        a = end - w - self.frames_start
+        win = self.frames[:, a : a + w]
+        if tail and self.last_end is not None and "segment" in self.info.state_scopes():
+            # a stateful model's last chunk: only the frames after its previous chunk, padded with silence
+            new = self.frames[:, self.last_end - self.frames_start : end - self.frames_start]
+            win = np.concatenate([new, np.full((N_MELS, w - new.shape[1]), SILENCE_LOGMEL, np.float32)], axis=1)
+        probs = softmax(self.stream._step(np.ascontiguousarray(win[None])), self.info.temperature)
+        if self.info.aggregate == "last":
+            self.prob_sum = probs
+            self.count = 1
+        else:
+            self.prob_sum = probs.copy() if self.prob_sum is None else self.prob_sum + probs
+            self.count += 1
         self.last_end = end
 
     def _add(self, new: np.ndarray) -> None:
@@ -183,12 +231,12 @@ class _EveryWindow:
     def finish(self) -> np.ndarray:
         if self.n_in <= N_FFT // 2:  # too short for the features: zero-padded, as Whisper does
             x = np.concatenate(self.head) if self.head else np.zeros(0, np.float32)
-            tiny = _EveryWindow(self.backend)
+            tiny = _EveryWindow(self.backend, self.stream)
             tiny.accept(np.pad(x, (0, N_FFT // 2 + 1 - x.size)))
             return tiny.finish()
         self._add(self.mel.flush())
         if self.last_end is None or self.n - self.last_end >= 10:
-            self._run(self.n)
+            self._run(self.n, tail=True)
         return self.prob_sum / np.float32(self.count)
 
 

@@ -23,7 +23,7 @@ from .constants import HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE
 from .errors import AudioError
 from .features import LogMelStream
 from .runtime.base import Backend
-from .types import EmotionEvent
+from .types import UNCERTAIN, EmotionEvent
 
 SILENCE_LOGMEL = float(np.log10(LOG_FLOOR))  # what the features give for digital silence
 HISTORY_FRAMES = 400  # log-mel frames kept beyond one window (covers the VAD's decision delay)
@@ -52,19 +52,49 @@ class _Segment:
     end_sample: int | None = None
     last_end: int | None = None
     prob_sum: np.ndarray | None = None  # running float32 sum of the window probabilities (mean = sum / n)
+    last_probs: np.ndarray | None = None
     n_windows: int = 0
 
 
 class Stream:
-    """Per-stream state over a shared model. Create with :meth:`edgeser.Model.stream`."""
+    """Per-stream state over a shared model. Create with :meth:`edgeser.Model.stream`.
 
-    def __init__(self, backend: Backend, segmenter_factory, *, min_tail_frames: int = 10, emit_partial: bool = True):
+    Stateful models: the state the model's metadata declares is held here and passed through every window
+    (``Backend.step``). "segment" state starts afresh at each speech segment (a streaming encoder's caches);
+    "stream" state lives as long as the stream (test-time adaptation statistics): with ``adapt="running"`` it is
+    updated after every window, with ``adapt="off"`` it stays at its baseline. The baseline is the model's initial
+    state, or what :meth:`calibrate` measured on a few seconds of the speaker's ordinary speech; :meth:`reset` returns
+    to the baseline (``reset(forget_calibration=True)`` to the model's initial state).
+    """
+
+    def __init__(self, backend: Backend, segmenter_factory, *, min_tail_frames: int = 10, emit_partial: bool = True,
+                 adapt: str | None = None, abstain_below: float | None = None):
         self._backend = backend
         self._info = backend.info
         self._labels = tuple(self._info.labels)
         self._make_segmenter = segmenter_factory
         self.min_tail_frames = min_tail_frames
         self.emit_partial = emit_partial
+        self._scopes = self._info.state_scopes()
+        self._adaptive = "stream" in self._scopes
+        if adapt is None:
+            adapt = self._info.adaptation.get("default", "running") if self._adaptive else "off"
+        if adapt not in ("off", "running"):
+            raise ValueError(f"adapt must be 'off' or 'running', got {adapt!r}")
+        if adapt == "running" and not self._adaptive:
+            from .errors import ModelError
+
+            raise ModelError(f"{backend.path}: this model has no test-time adaptation (adapt='running' needs a model "
+                             "exported with it, e.g. the bundled default); use adapt='off' or leave it unset")
+        self.adapt = adapt
+        # abstention is opt-in: None = never; "auto" = the threshold recommended in the model's metadata (fitted on
+        # validation speakers with the temperature), or a number
+        t = 0.0 if abstain_below is None else self._info.abstain_below if abstain_below == "auto" else abstain_below
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t < 1.0:
+            raise ValueError(f"abstain_below must be a number in [0, 1), got {t!r}")
+        self.abstain_below = float(t)
+        self._init_state = self._info.initial_state()
+        self._baseline = self._init_state
         self.reset()
 
     # -- public -----------------------------------------------------------------------------------------------
@@ -77,8 +107,17 @@ class Stream:
         """Seconds of (16 kHz) audio accepted so far."""
         return self._n_samples / SAMPLE_RATE
 
-    def reset(self) -> None:
-        """Forget all audio: the stream is as new (same model, same settings; nothing random)."""
+    @property
+    def calibrated(self) -> bool:
+        return self._baseline is not self._init_state
+
+    def reset(self, *, keep_adaptation: bool = False, forget_calibration: bool = False) -> None:
+        """Forget all audio: the stream is as new (same model, same settings, same calibration unless
+        ``forget_calibration``; nothing random). ``keep_adaptation``: keep the adaptation statistics gathered so far
+        (the same speaker goes on in a new recording)."""
+        if forget_calibration:
+            self._baseline = self._init_state
+        kept = getattr(self, "_state", None) if keep_adaptation else None
         self._rate: int | None = None
         self._resampler: StreamResampler | None = None
         self._mel = LogMelStream()
@@ -92,11 +131,38 @@ class Stream:
         self._finished = False
         self._layout: tuple[int, int] | None = None  # (channel axis, channels) of 2-D chunks, once unambiguous
         self._prob_sum: np.ndarray | None = None  # sum of every window's probabilities (for classify())
+        self._prob_weight = 0  # windows counted in _prob_sum
+        self._state = list(self._baseline)
+        if kept is not None:
+            self._state = [k if sc == "stream" else b for k, sc, b in zip(kept, self._scopes, self._baseline)]
         self.windows_run = 0  # windows classified since the last reset
 
+    def calibrate(self, samples, sample_rate: int = SAMPLE_RATE) -> float:
+        """Measure this speaker's / room's baseline from a few seconds (5-30 s) of their ordinary speech; later
+        windows are normalised against it. Replaces an earlier calibration; kept across :meth:`reset`. Returns the
+        seconds of speech found. The audio is analysed apart: it does not enter this stream's events."""
+        if not self._adaptive:
+            from .errors import ModelError
+
+            raise ModelError(f"{self._backend.path}: this model has no adaptation state to calibrate "
+                             "(export it with test-time adaptation)")
+        probe = Stream(self._backend, self._make_segmenter, min_tail_frames=self.min_tail_frames,
+                       emit_partial=False, adapt="running", abstain_below=0.0)
+        events = probe.accept(samples, sample_rate) + probe.flush()
+        if not probe.windows_run:
+            raise AudioError("no speech found in the calibration audio: give a few seconds of ordinary speech")
+        self._baseline = tuple(v if sc == "stream" else i for v, sc, i in
+                               zip(probe._state, self._scopes, self._init_state))
+        for i, sc in enumerate(self._scopes):
+            if sc == "stream":
+                self._state[i] = self._baseline[i]
+        return float(sum(e.end - e.start for e in events if e.final))
+
     def mean_window_probs(self) -> np.ndarray | None:
-        """Mean probabilities over every window classified since the last reset (None if none was)."""
-        return None if self._prob_sum is None else self._prob_sum / np.float32(self.windows_run)
+        """Mean probabilities over every window classified since the last reset (None if none was); for a model
+        whose segment score is its last output (``aggregate="last"``), the mean of the segments' final scores
+        weighted by their windows."""
+        return None if self._prob_sum is None else self._prob_sum / np.float32(self._prob_weight)
 
     def accept(self, samples, sample_rate: int = SAMPLE_RATE) -> list[EmotionEvent]:
         """Feed audio (any length, dtype, layout accepted by edgeser.audio); return the events it completes."""
@@ -153,6 +219,7 @@ class Stream:
         for ev in seg_events:
             if ev.kind == "start":
                 out += self._run_due()
+                self._start_segment_state()
                 self._segment = _Segment(
                     index=self._n_segments,
                     start_frame=ev.sample // HOP_LENGTH,
@@ -187,34 +254,71 @@ class Stream:
             self._frames = self._frames[:, drop:]
             self._frames_start += drop
 
-    def _window(self, end: int) -> np.ndarray:
+    def _window(self, end: int, start: int | None = None) -> np.ndarray:
+        """The window_frames frames before ``end``; with ``start``, only the frames from ``start`` (a stateful
+        model's last, partial chunk: it must not see the frames of its previous chunk again) padded on the right
+        with digital silence."""
         w = self._info.window_frames
         a, b = end - w - self._frames_start, end - self._frames_start
+        if start is not None:
+            a = start - self._frames_start
         if a < 0 and self._frames_start > 0:
             raise RuntimeError("internal: window starts before the kept history")
         buf = self._frames[:, max(a, 0) : b]
-        if buf.shape[1] < w:  # before the stream began: digital silence
-            buf = np.concatenate([np.full((N_MELS, w - buf.shape[1]), SILENCE_LOGMEL, np.float32), buf], axis=1)
+        if buf.shape[1] < w:
+            pad = np.full((N_MELS, w - buf.shape[1]), SILENCE_LOGMEL, np.float32)
+            # before the stream began: digital silence on the left; after a partial chunk: on the right
+            buf = np.concatenate([buf, pad] if start is not None else [pad, buf], axis=1)
         return np.ascontiguousarray(buf[None])  # same bytes, same layout, whatever the chunking
 
-    def _classify_window(self, seg: _Segment, end: int) -> None:
-        probs = softmax(self._backend.run(self._window(end)), self._info.temperature)
+    def _step(self, window: np.ndarray) -> np.ndarray:
+        """Run one window with the carried state; keep the new state as the scopes and ``adapt`` say."""
+        if not self._scopes:
+            return self._backend.run(window)
+        logits, new = self._backend.step(window, tuple(self._state))
+        for i, sc in enumerate(self._scopes):
+            if sc == "segment" or self.adapt == "running":
+                self._state[i] = new[i]
+        return logits
+
+    def _start_segment_state(self) -> None:
+        for i, sc in enumerate(self._scopes):
+            if sc == "segment":
+                self._state[i] = self._init_state[i]
+
+    def _classify_window(self, seg: _Segment, end: int, tail: bool = False) -> None:
+        partial_chunk = tail and "segment" in self._scopes and seg.last_end is not None
+        window = self._window(end, start=seg.last_end if partial_chunk else None)
+        probs = softmax(self._step(window), self._info.temperature)
         # running sums, not lists: memory stays bounded however long a segment or a stream lasts (float32 sums
         # in window order give exactly np.mean of the list)
         seg.prob_sum = probs.copy() if seg.prob_sum is None else seg.prob_sum + probs
+        seg.last_probs = probs
         seg.n_windows += 1
         seg.last_end = end
-        self._prob_sum = probs.copy() if self._prob_sum is None else self._prob_sum + probs
+        if self._info.aggregate == "mean":
+            self._prob_sum = probs.copy() if self._prob_sum is None else self._prob_sum + probs
+            self._prob_weight += 1
         self.windows_run += 1
 
+    def _scores(self, seg: _Segment) -> np.ndarray:
+        if self._info.aggregate == "last":
+            return seg.last_probs
+        return seg.prob_sum / np.float32(seg.n_windows)
+
     def _event(self, seg: _Segment, end_sample: int, final: bool) -> EmotionEvent:
-        mean = seg.prob_sum / np.float32(seg.n_windows)
+        mean = self._scores(seg)
         k = int(np.argmax(mean))
+        if final and self._info.aggregate == "last":  # classify(): segments weighted by their windows
+            w = np.float32(seg.n_windows)
+            self._prob_sum = mean * w if self._prob_sum is None else self._prob_sum + mean * w
+            self._prob_weight += seg.n_windows
+        conf = float(mean[k])
         return EmotionEvent(
             start=round(seg.start_sample / SAMPLE_RATE, 4),
             end=round(end_sample / SAMPLE_RATE, 4),
-            label=self._labels[k],
-            confidence=float(mean[k]),
+            label=UNCERTAIN if conf < self.abstain_below else self._labels[k],
+            confidence=conf,
             scores={lab: float(p) for lab, p in zip(self._labels, mean)},
             final=final,
             segment=seg.index,
@@ -242,7 +346,7 @@ class Stream:
         if seg.end_frame is not None and not partial_only:
             end = seg.end_frame
             if seg.last_end is None or end - seg.last_end >= self.min_tail_frames:
-                self._classify_window(seg, max(end, 1))
+                self._classify_window(seg, max(end, 1), tail=True)
             out.append(self._event(seg, seg.end_sample, final=True))
             self._segment = None
         return out

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+UNCERTAIN = "uncertain"  # the label of a result whose confidence is below the abstain threshold (scores are kept)
+
 
 @dataclass(frozen=True)
 class EmotionResult:
-    """The emotion of a whole clip."""
+    """The emotion of a whole clip. ``label`` is one of the model's labels, or ``"uncertain"`` when ``confidence``
+    is below the abstain threshold (then ``scores`` still says what the model leaned to)."""
 
     label: str
     confidence: float
@@ -27,7 +30,8 @@ class EmotionEvent:
     """The emotion of one speech segment, from ``start`` to ``end`` seconds of the stream.
 
     ``final`` is False for partial events, emitted while the segment goes on (each covers the segment so far), and
-    True for the single last event of a segment.
+    True for the single last event of a segment. ``label`` is ``"uncertain"`` when ``confidence`` is below the
+    abstain threshold (``scores`` keep the model's probabilities).
     """
 
     start: float

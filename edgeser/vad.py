@@ -73,6 +73,27 @@ class _Framer:
         return int(self._buf.size)
 
 
+def load_silero_session(model_path=None, threads: int = 1):
+    """An onnxruntime session of the Silero VAD model (shareable between :class:`SileroVad` instances)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a hard dependency
+        raise ModelError("onnxruntime is required for SileroVad") from exc
+    path = Path(model_path) if model_path is not None else SILERO_MODEL_PATH
+    if not path.is_file():
+        raise ModelError(f"Silero VAD model not found: {path}")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"cannot load Silero VAD model {path}: {exc}") from exc
+
+
 class SileroVad:
     """Silero VAD v6 (ONNX) speech probabilities for 16 kHz audio, one per 512-sample (32 ms) frame.
 
@@ -90,30 +111,18 @@ class SileroVad:
     threads:
         onnxruntime intra-op threads (default 1: a 32 ms frame costs well under a millisecond, more threads only
         add overhead and steal cores from the emotion model).
+    session:
+        an ``onnxruntime.InferenceSession`` of the model to share (the VAD's state lives in this object, not in the
+        session, so many streams can share one; :func:`load_silero_session` makes one).
     """
 
     frame_samples = 512
     context_samples = 64
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_path=None, *, threads: int = 1):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - onnxruntime is a hard dependency
-            raise ModelError("onnxruntime is required for SileroVad") from exc
+    def __init__(self, model_path=None, *, threads: int = 1, session=None):
         path = Path(model_path) if model_path is not None else SILERO_MODEL_PATH
-        if not path.is_file():
-            raise ModelError(f"Silero VAD model not found: {path}")
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelError(f"cannot load Silero VAD model {path}: {exc}") from exc
+        self._session = session if session is not None else load_silero_session(path, threads)
         names_in = {i.name for i in self._session.get_inputs()}
         names_out = [o.name for o in self._session.get_outputs()]
         if names_in != {"input", "state", "sr"} or names_out[:2] != ["output", "stateN"]:

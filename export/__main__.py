@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,6 +25,10 @@ def _args(argv):
     ap.add_argument("--name", default="edgeser-default")
     ap.add_argument("--verify-clips", type=int, default=24, help="held-out RAVDESS clips compared with eager")
     ap.add_argument("--stream-seconds", type=float, default=60.0, help="continuous stream compared with eager")
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="softmax temperature for calibrated confidence (benchmarks/calibration.py fits it)")
+    ap.add_argument("--abstain-below", type=float, default=0.0,
+                    help='default confidence under which the runtime answers "uncertain" (0 = never)')
     return ap.parse_args(argv)
 
 
@@ -39,12 +44,17 @@ def main(argv=None) -> int:
 
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     model, info = build_from_checkpoint(ck, name=a.name, version=__version__, quantization=a.quantize)
+    info = dataclasses.replace(info, temperature=a.temperature, abstain_below=a.abstain_below)
     held_out = set(ck["validation"]["test_speakers"])
     clips = [c for c in load_ravdess() if c.speaker in held_out]
     rng = np.random.default_rng(0)
     pick = [clips[i] for i in rng.choice(len(clips), size=min(a.verify_clips, len(clips)), replace=False)]
     windows = verification_windows(pick)
-    example = (torch.from_numpy(windows[:1]),)
+    example = (torch.from_numpy(windows[:1]), *(torch.from_numpy(a) for a in info.initial_state()))
+    names = {}
+    if info.state:  # stateful graph: (logmel, *state) -> (logits, *new_state)
+        names = {"input_names": [info.input_name] + [s["name"] for s in info.state],
+                 "output_names": [info.output_name] + [s["output"] for s in info.state]}
     report = {"checkpoint": str(a.checkpoint), "command": "python -m export " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "files": {}}
     # fp32 exports must match eager closely; dynamic int8 is compared with the same tolerance on labels
@@ -54,7 +64,10 @@ def main(argv=None) -> int:
         path = a.out / f"{a.name}.{fmt}"
         t0 = time.time()
         q = None if a.quantize == "none" else a.quantize
-        (export_onnx if fmt == "onnx" else export_pte)(model, example, path, info, quantize=q)
+        if fmt == "onnx":
+            export_onnx(model, example, path, info, quantize=q, **names)
+        else:
+            export_pte(model, example, path, info, quantize=q)
         took = time.time() - t0
         v = verify(model, path, windows, atol=atol, min_label_agreement=agree)
         s = stream_check(model, info, path, pick, seconds=a.stream_seconds)

@@ -32,6 +32,14 @@ def _eager(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).numpy().reshape(-1)
 
 
+def _eager_step(model, x: np.ndarray, state: tuple):
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.from_numpy(x), *(torch.from_numpy(np.asarray(a, np.float32)) for a in state))
+    return out[0].numpy().reshape(-1), tuple(o.numpy() for o in out[1:])
+
+
 def verify(model, path, windows: np.ndarray, *, atol: float, min_label_agreement: float = 1.0,
            backend: str = "auto") -> dict:
     """Run ``windows`` [n, 80, W] through the exported file and through eager ``model``; raise on mismatch.
@@ -41,15 +49,27 @@ def verify(model, path, windows: np.ndarray, *, atol: float, min_label_agreement
     """
     b = open_backend(path, backend)
     diffs, same = [], 0
+    state_ref = state_got = b.info.initial_state()  # stateful graphs: the state is carried through the windows
+    state_diff = 0.0
     for w in windows:
-        ref = _eager(model, w[None])
-        got = b.run(w[None])
+        if b.info.state:
+            ref, state_ref = _eager_step(model, w[None], state_ref)
+            got, state_got = b.step(w[None], state_got)
+            state_diff = max(state_diff, max(float(np.abs(a - r).max() / (1.0 + np.abs(r).max()))
+                                             for a, r in zip(state_got, state_ref)))
+        else:
+            ref = _eager(model, w[None])
+            got = b.run(w[None])
         if got.shape != ref.shape or not np.all(np.isfinite(got)):
             raise ExportMismatch(f"{path}: output shape {got.shape} / finite={np.isfinite(got).all()}, eager {ref.shape}")
         diffs.append(float(np.abs(got - ref).max()))
         same += int(np.argmax(got) == np.argmax(ref))
     report = {"windows": len(windows), "max_abs_diff": max(diffs), "mean_abs_diff": float(np.mean(diffs)),
               "label_agreement": same / len(windows)}
+    if b.info.state:
+        report["max_rel_state_diff"] = state_diff
+        if state_diff > max(atol, 1e-3):
+            raise ExportMismatch(f"{path}: carried state drifts from eager PyTorch: {report}")
     if report["max_abs_diff"] > atol or report["label_agreement"] < min_label_agreement:
         raise ExportMismatch(f"{path} differs from eager PyTorch: {report} (atol {atol}, "
                              f"label agreement needed {min_label_agreement})")

@@ -30,7 +30,23 @@ def build_from_checkpoint(ck: dict, *, name: str, version: str, quantization: st
     head.load_state_dict(ck["head"])
     model = EncoderCTARNN(enc, head).eval()
     val = ck["validation"]
-    info = stream_info(
+    extra = {}
+    if cfg.adapt:
+        n, d = cfg.n_channels, cfg.d_in
+        extra = {
+            "state": (
+                {"name": "norm_sum", "output": "norm_sum_out", "shape": [1, n, d], "dtype": "float32", "init": 0.0,
+                 "scope": "stream"},
+                {"name": "norm_count", "output": "norm_count_out", "shape": [1, 1], "dtype": "float32", "init": 0.0,
+                 "scope": "stream"},
+            ),
+            "adaptation": {
+                "kind": "running speaker/session mean of the encoder features (per layer and dimension), subtracted "
+                        "before the head; the training mean is the prior",
+                "default": "running", "prior_windows": cfg.adapt_prior, "decay_per_window": cfg.adapt_decay,
+            },
+        }
+    info = stream_info(**extra,
         labels=tuple(ck["labels"]), name=name, version=version, quantization=quantization,
         backbone=(f"whisper-{ck['encoder']} encoder (all {cfg.n_channels} hidden states"
                   f"{', top layers fine-tuned' if ck.get('encoder_state') else ', frozen'}) + CTA-RNN head"),
@@ -60,10 +76,17 @@ class TorchBackend(Backend):
         self.model, self.info, self.path = model, info, "<eager>"
 
     def run(self, window: np.ndarray) -> np.ndarray:
+        return self.step(window, self.info.initial_state())[0]
+
+    def step(self, window: np.ndarray, state: tuple):
         import torch
 
         with torch.no_grad():
-            return self.model(torch.from_numpy(np.ascontiguousarray(window))).numpy().reshape(-1)
+            out = self.model(torch.from_numpy(np.ascontiguousarray(window)),
+                             *(torch.from_numpy(np.asarray(a, np.float32)) for a in state))
+        if not state:
+            return out.numpy().reshape(-1), ()
+        return out[0].numpy().reshape(-1), tuple(o.numpy() for o in out[1:])
 
 
 def stream_check(model, info: ModelInfo, path, clips, seconds: float = 60.0) -> dict:

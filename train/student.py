@@ -177,6 +177,46 @@ def teacher_soft_labels(teachers: list[str], fold: int, clips, temperature: floa
     return np.mean(probs, axis=0).astype(np.float32)
 
 
+class AdaptSampler:
+    """Training-time twin of the runtime's adaptive normalisation (``CTARNNConfig.adapt``).
+
+    At run time a window is normalised with mu = (prior * ref_mean + sum of the stream's earlier window means) /
+    (prior + their number). Here each training window gets such a mu from ``n`` random other windows of the same
+    speaker in the same copy (``n`` = 0 a quarter of the time -- the stream's first window, or ``adapt="off"`` --
+    else log-uniform in 1..``max_windows``), so the head learns on the inputs it gets: from the prior alone to a
+    well-estimated speaker mean. Window means are over the window's (pooled) frames, per channel and dimension."""
+
+    def __init__(self, data, clips, is_train: np.ndarray, prior: float, max_windows: int = 96, seed: int = 0):
+        self.means = [emb.astype(np.float32).mean(axis=2) for emb, _ in data]  # per copy: [windows, N, D]
+        spk = np.asarray([c.speaker for c in clips])
+        self.groups = []  # per copy: {speaker: window indices}
+        for (emb, owner) in data:
+            s = spk[owner]
+            self.groups.append({k: np.nonzero(s == k)[0] for k in np.unique(s)})
+        self.owner_speaker = [spk[owner] for _, owner in data]
+        tr = [is_train[owner] for _, owner in data]
+        self.ref_mean = np.concatenate([m[t] for m, t in zip(self.means, tr)]).mean(axis=0).astype(np.float32)
+        self.prior, self.max_windows = float(prior), max_windows
+        self.rng = np.random.default_rng(seed + 7)
+
+    def mu(self, copy: int, window: int, n: int | None = None) -> np.ndarray:
+        if n is None:
+            n = 0 if self.rng.random() < 0.25 else int(np.exp(self.rng.uniform(0.0, np.log(self.max_windows))))
+        total = self.prior * self.ref_mean
+        if n:
+            pool = self.groups[copy][self.owner_speaker[copy][window]]
+            pick = self.rng.choice(pool, size=min(n, len(pool)), replace=len(pool) < n)
+            total = total + self.means[copy][pick].sum(axis=0)
+            n = len(pick)
+        return (total / (self.prior + n)).astype(np.float32)
+
+    def speaker_mu(self, copy: int, exclude: np.ndarray, speaker: str) -> np.ndarray:
+        """mu after a long session of ``speaker``: every other window of theirs (``exclude``: this clip's)."""
+        pool = np.setdiff1d(self.groups[copy][speaker], exclude)
+        total = self.prior * self.ref_mean + self.means[copy][pool].sum(axis=0)
+        return (total / (self.prior + len(pool))).astype(np.float32)
+
+
 def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, seed: int = 0,
         batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, head_args: dict | None = None,
         teachers: list[str] | None = None, kd_weight: float = 0.5, kd_temperature: float = 2.0) -> dict:
@@ -184,6 +224,9 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
 
     ``teachers``: distil from these teachers' per-clip logits (ensemble soft labels at ``kd_temperature``):
     loss = (1 - kd_weight) * CE(label) + kd_weight * KD (Hinton, T^2-scaled), each window taking its clip's target.
+    ``head_args={"adapt": true}``: train for test-time adaptive normalisation (:class:`AdaptSampler`); validation
+    then reports ``uar`` with the speaker's statistics (a session: all of the speaker's other clips) and ``uar_off``
+    with the training mean only.
     """
     import torch
     from tqdm import tqdm
@@ -197,6 +240,10 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     d = data[0][0].shape
     cfg = CTARNNConfig(n_channels=d[1], d_in=d[3], n_classes=len(LABELS4), **(head_args or {}))
     head = CTARNN(cfg)
+    sampler = None
+    if cfg.adapt:
+        sampler = AdaptSampler(data, clips, is_train, cfg.adapt_prior, seed=seed)
+        head.ref_mean.copy_(torch.from_numpy(sampler.ref_mean))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     pool, labels, w = balanced_pool([owner for _, owner in data], y_clip, is_train)
     soft = None
@@ -215,8 +262,11 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
             idx = rng.choice(len(pool), size=batch, p=w)
             xb = torch.from_numpy(np.stack([data[c][0][j] for c, j in pool[idx]]).astype(np.float32))
             yb = torch.from_numpy(labels[idx])
+            mu = None
+            if sampler is not None:
+                mu = torch.from_numpy(np.stack([sampler.mu(int(c), int(j)) for c, j in pool[idx]]))
             with torch.enable_grad():
-                logits = head(xb, pooled=True)
+                logits = head(xb, pooled=True, mu=mu)
                 loss = torch.nn.functional.cross_entropy(logits, yb, label_smoothing=0.1)
                 if soft is not None:
                     tb = log_soft[[int(data[c][1][j]) for c, j in pool[idx]]]
@@ -233,14 +283,24 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     # clip-level validation on held-out actors, clean audio, exactly like Model.classify (mean window probs)
     emb, owner = data[0]
     test_idx = np.nonzero(~is_train)[0]
-    probs = {}
+    probs, probs_off = {}, {}
     with torch.no_grad():
         for i in test_idx:
-            win = torch.from_numpy(emb[owner == i].astype(np.float32))
-            probs[i] = torch.softmax(head(win, pooled=True), -1).mean(0).numpy()
+            rows = np.nonzero(owner == i)[0]
+            win = torch.from_numpy(emb[rows].astype(np.float32))
+            mu = None
+            if sampler is not None:
+                probs_off[i] = torch.softmax(head(win, pooled=True), -1).mean(0).numpy()
+                m = sampler.speaker_mu(0, rows, clips[i].speaker)
+                mu = torch.from_numpy(np.repeat(m[None], len(rows), axis=0))
+            probs[i] = torch.softmax(head(win, pooled=True, mu=mu), -1).mean(0).numpy()
     y_true = np.asarray([y_clip[i] for i in test_idx])
     y_pred = np.asarray([int(np.argmax(probs[i])) for i in test_idx])
     report = classification_report(y_true, y_pred, LABELS4)
+    if sampler is not None:
+        off = classification_report(y_true, np.asarray([int(np.argmax(probs_off[i])) for i in test_idx]), LABELS4)
+        report["off"] = {k: off[k] for k in ("uar", "wa", "recall")}
+        report["uar_off"] = off["uar"]
     result = {
         "model": "cta_rnn_student", "encoder": f"whisper-{encoder}", "fold": fold,
         "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "seed": seed,

@@ -31,10 +31,6 @@ def open_backend(path, backend: str = "auto", threads: int = 1) -> Backend:
         from .executorch import ExecuTorchBackend
 
         b = ExecuTorchBackend(str(p), threads=threads)
-    if b.info.state:
-        names = [s.get("name") for s in b.info.state]
-        raise ModelError(f"{p}: a stateful streaming model (state {names}); this edgeser runs windowed models only. "
-                         "Run it step by step with export.causal.OnnxStep until the runtime supports it.")
     return b
 
 

@@ -73,11 +73,23 @@ class ExecuTorchBackend(Backend):
         raise ModelError(f"{p}: no edgeser metadata (no {METADATA_METHOD} method and no {side.name})")
 
     def run(self, window: np.ndarray) -> np.ndarray:
-        x = self._torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))
+        return self.step(window, self.info.initial_state())[0]
+
+    def step(self, window: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
+        if len(state) != len(self.info.state):
+            raise ModelError(f"{self.path}: {len(state)} state arrays given, the model carries {len(self.info.state)}")
+        t = self._torch
+        inputs = [t.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (window, *state)]
         try:
             with self._lock:
-                out = self.method.execute([x])
+                out = self.method.execute(inputs)
         except Exception as exc:  # a program that does not fit its metadata
             raise ModelError(f"{self.path}: the program failed on a window of shape {window.shape} ({exc})") from exc
-        return out[0].numpy().astype(np.float32).reshape(-1)
+        if len(out) != 1 + len(state):
+            raise ModelError(f"{self.path}: the program gives {len(out)} outputs; its metadata describes "
+                             f"{1 + len(state)} (logits + state)")
+        logits = out[0].numpy().astype(np.float32).reshape(-1)
+        if logits.size != len(self.info.labels):
+            raise ModelError(f"{self.path}: the program gives {logits.size} outputs for {len(self.info.labels)} labels")
+        return logits, tuple(o.numpy().astype(np.float32).reshape(s["shape"]) for o, s in zip(out[1:], self.info.state))
 

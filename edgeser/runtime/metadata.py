@@ -30,7 +30,10 @@ class ModelInfo:
     input_name: str = "logmel"
     input_shape: tuple[int, ...] = ()
     output_name: str = "logits"
-    state: tuple[dict, ...] = ()  # [{"name", "shape", "dtype"}] carried by the caller; empty for windowed models
+    # state carried by the caller between calls, in graph order after the input (outputs: after the logits):
+    # [{"name", "output", "shape", "dtype", "init", "scope"}]; scope "segment" = reset when a speech segment starts
+    # (a streaming encoder's caches), "stream" = kept for the stream's life (test-time adaptation statistics)
+    state: tuple[dict, ...] = ()
     name: str = "edgeser-model"
     version: str = "0"
     schema: int = SCHEMA_VERSION
@@ -38,6 +41,14 @@ class ModelInfo:
     quantization: str = "none"
     backbone: str = ""
     training: dict = field(default_factory=dict)  # data, licence, protocol, command, validation metrics
+    # how a segment's score is formed from its windows: "mean" of the window probabilities, or "last" (a stateful
+    # model whose latest output already summarises the segment so far)
+    aggregate: str = "mean"
+    # test-time adaptation the stream-scoped state implements: {"kind", "default": "running"|"off", ...}
+    adaptation: dict = field(default_factory=dict)
+    # recommended confidence below which a result is reported as the label "uncertain" (0 = never); used when the
+    # caller asks for abstain_below="auto" (abstention is opt-in)
+    abstain_below: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -80,4 +91,40 @@ class ModelInfo:
             raise ModelError(f"{source}: metadata field temperature must be a positive number, got {t!r}")
         if info.window_frames <= 0 or info.hop_frames <= 0 or info.first_frames <= 0:
             raise ModelError(f"{source}: window/hop sizes must be positive")
+        if info.aggregate not in ("mean", "last"):
+            raise ModelError(f"{source}: metadata field aggregate must be 'mean' or 'last', got {info.aggregate!r}")
+        a = info.abstain_below
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a < 1.0:
+            raise ModelError(f"{source}: metadata field abstain_below must be a number in [0, 1), got {a!r}")
+        if not isinstance(info.adaptation, dict):
+            raise ModelError(f"{source}: metadata field adaptation must be an object")
+        names = set()
+        for s in info.state:
+            if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not isinstance(s.get("output"), str):
+                raise ModelError(f"{source}: each state entry needs a name and an output name, got {s!r}")
+            shape = s.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                                      for d in shape):
+                raise ModelError(f"{source}: state {s['name']!r} needs a shape of positive integers, got {shape!r}")
+            if s.get("dtype", "float32") != "float32":
+                raise ModelError(f"{source}: state {s['name']!r} has dtype {s.get('dtype')!r}; only float32 is supported")
+            init = s.get("init", 0.0)
+            if isinstance(init, bool) or not isinstance(init, (int, float)):
+                raise ModelError(f"{source}: state {s['name']!r} init must be a number, got {init!r}")
+            if s.get("scope", "segment") not in ("segment", "stream"):
+                raise ModelError(f"{source}: state {s['name']!r} scope must be 'segment' or 'stream'")
+            if s["name"] in names:
+                raise ModelError(f"{source}: state name {s['name']!r} repeated")
+            names.add(s["name"])
+        if info.adaptation and info.adaptation.get("default", "off") not in ("off", "running"):
+            raise ModelError(f"{source}: adaptation default must be 'off' or 'running'")
         return info
+
+    def initial_state(self) -> tuple:
+        """The state a new stream (scope "stream") or segment (scope "segment") starts from, as numpy arrays."""
+        import numpy as np
+
+        return tuple(np.full(s["shape"], float(s.get("init", 0.0)), np.float32) for s in self.state)
+
+    def state_scopes(self) -> tuple[str, ...]:
+        return tuple(s.get("scope", "segment") for s in self.state)

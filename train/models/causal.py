@@ -124,6 +124,12 @@ class ChunkAttention(nn.Module):
         i = torch.arange(self.C)[:, None]
         j = torch.arange(self.L + self.C)[None, :]
         self.register_buffer("chunk_index", (self.L + i - j) + self.C - 1, persistent=False)  # [C, L + C]
+        # ``chunk_bias()`` frozen into a constant for export (export.causal.pte_ready); never in the state dict
+        self.register_buffer("frozen_bias", None, persistent=False)
+
+    def chunk_bias(self) -> torch.Tensor:
+        """[h, C, L + C] relative-position bias of a chunk step (the frozen constant if export froze it)."""
+        return self.rel_bias[:, self.chunk_index] if self.frozen_bias is None else self.frozen_bias
 
     def _heads(self, x):  # [B, T, d] -> [B, h, T, dh]
         b, t, _ = x.shape
@@ -142,9 +148,8 @@ class ChunkAttention(nn.Module):
         k_all = torch.cat([kv[:, 0], k], dim=1)  # [B, L + C, d]
         v_all = torch.cat([kv[:, 1], v], dim=1)
         new_kv = torch.stack([k_all[:, -self.L :], v_all[:, -self.L :]], dim=1)
-        ones = torch.ones_like(valid[:, :1]).expand(-1, self.C)
-        mask = torch.cat([valid, ones], dim=1)  # [B, L + C]
-        bias = self.rel_bias[:, self.chunk_index].unsqueeze(0) + ((1.0 - mask) * NEG)[:, None, None, :]
+        mask = F.pad(valid, (0, self.C), value=1.0)  # [B, L + C]: the chunk's own frames are always real
+        bias = self.chunk_bias().unsqueeze(0) + ((1.0 - mask) * NEG)[:, None, None, :]
         y = self._attend(self._heads(q), self._heads(k_all), self._heads(v_all), bias)
         return y, new_kv
 
@@ -286,8 +291,7 @@ class CausalEncoder(nn.Module):
             h, kv_i, conv_i = blk.forward_chunk(h, kv[:, i], valid, conv[:, i])
             kvs.append(kv_i)
             convs.append(conv_i)
-        ones = torch.ones_like(valid[:, :1]).expand(-1, c.chunk_out)
-        new_valid = torch.cat([valid, ones], dim=1)[:, -c.left_context :]
+        new_valid = F.pad(valid, (0, c.chunk_out), value=1.0)[:, -c.left_context :]
         a, v = self._pool_terms(h)
         pmax, pw, psum = self._pool_update(pmax, pw, psum, a, v)
         new = (peak, new_stem_mel, new_stem_conv, torch.stack(kvs, dim=1), new_valid, torch.stack(convs, dim=1),

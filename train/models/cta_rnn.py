@@ -35,6 +35,12 @@ class CTARNNConfig:
     dropout: float = 0.5
     time_pool: int = 2  # average-pool encoder frames by this factor before the RNNs
     time_norm: bool = False  # normalise each feature over the window's frames (per channel) before the RNNs
+    # test-time adaptive normalisation (issue "beyond the training corpus"): the head sees the encoder features minus
+    # a running speaker/session mean mu = (prior * ref_mean + sum of past window means) / (prior + past windows),
+    # the sums decaying by ``adapt_decay`` per window; ref_mean = the training windows' mean (a buffer).
+    adapt: bool = False
+    adapt_prior: float = 8.0  # weight of ref_mean, in windows (the warm-up: 8 windows = 4 s of speech)
+    adapt_decay: float = 0.995  # per window (0.5 s): the statistics' memory is ~1 / (1 - decay) windows (100 s)
 
     @classmethod
     def paper(cls, n_channels: int = 12, d_in: int = 512, n_classes: int = 4) -> "CTARNNConfig":
@@ -147,6 +153,8 @@ class CTARNN(nn.Module):
         self.attn = ChannelTemporalAttention(d_h, cfg.n_heads, cfg.d_head)
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.n_classes)
+        if cfg.adapt:
+            self.register_buffer("ref_mean", torch.zeros(cfg.n_channels, cfg.d_in))
 
     def pool(self, e: torch.Tensor) -> torch.Tensor:
         """[B, N, T, D] -> [B, N, T // p, D] (average over ``time_pool`` frames)."""
@@ -156,9 +164,12 @@ class CTARNN(nn.Module):
         b, n, t, d = e.shape
         return e[:, :, : t - t % p].reshape(b, n, t // p, p, d).mean(dim=3)
 
-    def forward(self, e: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+    def forward(self, e: torch.Tensor, pooled: bool = False, mu: torch.Tensor | None = None) -> torch.Tensor:
+        """``e`` [B, N, T, D]; ``mu`` [B, N, D]: the adaptation mean to subtract (adaptive heads; default: ref_mean)."""
         if not pooled:
             e = self.pool(e)
+        if self.cfg.adapt:
+            e = e - (self.ref_mean.unsqueeze(0) if mu is None else mu).unsqueeze(2)
         if self.cfg.time_norm:  # per-window mean/variance normalisation over time (speaker/channel offsets)
             e = (e - e.mean(dim=2, keepdim=True)) / torch.sqrt(e.var(dim=2, keepdim=True, unbiased=False) + 1e-5)
         h = self.rnns(self.norm(e))
@@ -189,8 +200,21 @@ class EncoderCTARNN(nn.Module):
             hs = [hs[i] for i in self.layers]
         return self.head.pool(torch.stack(list(hs), dim=1))
 
-    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(logmel), pooled=True)
+    def forward(self, logmel: torch.Tensor, norm_sum: torch.Tensor | None = None,
+                norm_count: torch.Tensor | None = None):
+        """Stateless heads: ``logmel -> logits``. Adaptive heads (``cfg.adapt``): ``(logmel, norm_sum [1, N, D],
+        norm_count [1, 1]) -> (logits, norm_sum_out, norm_count_out)``, a pure function: the window is normalised
+        with the statistics of the windows before it, then its own mean is added to the (decayed) statistics."""
+        e = self.embed(logmel)
+        c = self.head.cfg
+        if not c.adapt:
+            return self.head(e, pooled=True)
+        if norm_sum is None:
+            norm_sum = e.new_zeros(e.shape[0], e.shape[1], e.shape[3])
+            norm_count = e.new_zeros(e.shape[0], 1)
+        mu = (c.adapt_prior * self.head.ref_mean.unsqueeze(0) + norm_sum) / (c.adapt_prior + norm_count).unsqueeze(-1)
+        logits = self.head(e, pooled=True, mu=mu)
+        return logits, c.adapt_decay * norm_sum + e.mean(dim=2), c.adapt_decay * norm_count + 1.0
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,183 @@
+"""benchmarks/compare.py and its report section: the pure parts, on tiny fake results (no data, no runs/)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import compare as C
+from benchmarks import report as R
+
+LABELS = ["neutral", "happy", "angry", "sad"]
+
+
+def _conf(diag: int, off: int = 1) -> list[list[int]]:
+    m = np.full((4, 4), off, dtype=int)
+    np.fill_diagonal(m, diag)
+    return m.tolist()
+
+
+def _row(kind, variant="full", uar=0.8, clip=100.0, mib=10.0, **kw):
+    row = {
+        "kind": kind, "model": "mmer" if kind == "teacher" else "m", "variant": variant,
+        "format": {"teacher": "pytorch"}.get(kind, "onnx"), "quantization": "fp32", "uar": uar, "wa": uar + 0.01,
+        "folds": [0, 1, 2, 3, 4], "confusion": _conf(20), "labels": LABELS, "params": 44_900_000,
+        "text_encoder_params": 22_600_000 if kind == "teacher" else 0, "text_tokens": 10 if kind == "teacher" else 0,
+        "file_mib": mib,
+        "clip_ms": {"cpu": {"p50": clip, "p95": clip * 1.2}, "wall": {"p50": clip * 3, "p95": clip * 4},
+                    "clip_seconds": 3.5},
+        "rtf": {"cpu": clip / 3500, "wall": 3 * clip / 3500},
+        "chunk_ms": None if kind == "teacher" else {"cpu": {"p50": 5.0, "p95": 6.0}, "wall": {"p50": 9.0, "p95": 12.0},
+                                                      "what": "model, one 2 s window"},
+        "peak_rss_mib": 120.0, "final_after_speech_end_s": {"mean": 0.3, "p95": 0.35, "max": 0.4},
+        "final_how": "measured", "trained_on": "cpu", "gpu": None, "speed_fold": 0, "rtf_audio_seconds": 120.0,
+        "protocol": "stream protocol",
+    }
+    row.update(kw)
+    return row
+
+
+def _fake_results(with_gpu=True):
+    gpu = {"device": "NVIDIA H100", "fp32_ms": {"p50": 7.5, "p95": 8.0}, "bf16_ms": {"p50": 5.25, "p95": 6.0}}
+    return {
+        "command": "python benchmarks/compare.py", "machine": {"cpu": "test cpu", "cores": 2}, "date": "2026-01-01",
+        "clock": "cpu", "protocol": "fake protocol",
+        "inputs": {"teacher_timing_cuda": {"command": "python benchmarks/teacher_timing.py --device cuda"}
+                   if with_gpu else None},
+        "rows": [
+            _row("teacher", gpu=gpu if with_gpu else None, clip=900.0, mib=256.0),
+            _row("teacher", variant="no_ctc", uar=0.75, clip=880.0, mib=256.0),
+            _row("student", variant="onnx-int8", uar=0.79, clip=60.0, mib=12.0, quantization="int8",
+                 export_check_failed={"2": "label agreement 0.966"}, note="fold 2 failed the export check"),
+            _row("causal", variant="onnx-fp32", uar=0.66, clip=20.0, mib=8.0, folds=[0]),
+            {"kind": "causal", "model": "c", "variant": "pte-int8", "format": "pte", "quantization": "int8",
+             "uar": None, "wa": None, "folds": [], "params": 2_000_000, "text_encoder_params": 0,
+             "note": "not exported"},
+        ],
+        "missing": ["causal student fold 1: no runs/causal_f1/causal.pt yet"],
+    }
+
+
+def test_percentiles():
+    p = C.percentiles([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert p["p50"] == 3.0 and p["n"] == 5 and p["mean"] == pytest.approx(22.0)
+    assert p["p95"] == pytest.approx(np.percentile([1, 2, 3, 4, 100], 95))
+    with pytest.raises(ValueError):
+        C.percentiles([])
+
+
+def test_clock_and_both():
+    with C.Clock() as k:
+        sum(range(10000))
+    assert k.wall >= 0 and k.cpu >= 0
+    b = C.both([2.0, 4.0], [1.0, 3.0])
+    assert b["wall"]["p50"] == 3.0 and b["cpu"]["p50"] == 2.0
+
+
+def test_aggregate_folds():
+    folds = [{"fold": 1, "uar": 0.6, "wa": 0.7, "confusion": _conf(5, 0)},
+             {"fold": 0, "uar": 0.8, "wa": 0.9, "confusion": _conf(3, 1)}]
+    a = C.aggregate_folds(folds)
+    assert a["folds"] == [0, 1]
+    assert a["uar"] == pytest.approx(0.7) and a["wa"] == pytest.approx(0.8)
+    assert a["uar_sd"] == pytest.approx(0.1)
+    assert np.array_equal(a["confusion"], np.asarray(_conf(5, 0)) + np.asarray(_conf(3, 1)))
+    assert a["per_fold"][0] == {"fold": 0, "uar": 0.8, "wa": 0.9, "n": 4 * 3 + 12}
+    assert a["pooled_wa"] == pytest.approx(32 / (32 + 12))
+    with pytest.raises(ValueError):
+        C.aggregate_folds([])
+    with pytest.raises(ValueError):
+        C.aggregate_folds(folds + [folds[0]])
+    with pytest.raises(ValueError):
+        C.aggregate_folds([{"fold": 0, "uar": 1, "wa": 1, "confusion": [[1, 0], [0, 1]]}])
+
+
+def _is_png(path):
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_plot_tradeoff_writes_png(tmp_path):
+    out = C.plot_tradeoff(_fake_results()["rows"], tmp_path / "t.png")
+    _is_png(out)
+    with pytest.raises(ValueError):
+        C.plot_tradeoff([_fake_results()["rows"][-1]], tmp_path / "none.png")
+
+
+def test_plot_confusions_writes_png(tmp_path):
+    items = [(f"model {i}", _conf(10 + i)) for i in range(5)]  # 5 -> a 2 x 4 grid with empty cells
+    _is_png(C.plot_confusions(items, LABELS, tmp_path / "c.png"))
+    with pytest.raises(ValueError):
+        C.plot_confusions([], LABELS, tmp_path / "none.png")
+
+
+def test_short_names():
+    rows = _fake_results()["rows"]
+    assert [C.short_name(r) for r in rows[:4]] == ["mmer", "mmer/no_ctc", "student onnx int8", "causal onnx fp32"]
+
+
+def test_compare_table_renders():
+    lines = R.compare(_fake_results())
+    text = "\n".join(lines)
+    table = [ln for ln in lines if ln.startswith("| ")]
+    assert len(table) == 1 + 5  # header + one line per row
+    n_cols = table[0].count("|")
+    assert all(ln.count("|") == n_cols for ln in table)
+    assert "NVIDIA H100" in table[0]
+    teacher = table[1]
+    assert "**teacher mmer**" in teacher and "80.0" in teacher and "81.0" in teacher and "all 5" in teacher
+    assert "44.9 + 22.6 text" in teacher and "900 / 1080" in teacher and "7.5 / 5.2" in teacher
+    assert "0.2571" in teacher  # RTF = 900 ms / 3.5 s
+    assert "| teacher mmer | no_ctc |" in table[2] and table[2].rstrip().endswith("| — |")  # no GPU timing
+    assert "onnx int8 (!)" in table[3] and "5.0 / 6.0" in table[3]
+    assert "| 0 |" in table[4]  # causal: fold 0 only
+    assert "not exported" in table[5]
+    assert "fold 2 failed the export check" in text
+    assert "causal student fold 1" in text  # missing inputs are listed
+    assert "results/compare_tradeoff.png" in text and "results/compare_confusion.png" in text
+
+
+def test_compare_table_without_gpu_file():
+    d = _fake_results(with_gpu=False)
+    lines = R.compare(d)
+    assert "no GPU timing file" in lines[[i for i, ln in enumerate(lines) if ln.startswith("| model")][0]]
+    assert "teacher_timing.py --device cuda" in "\n".join(lines)
+
+
+def test_compare_summary_for_readme():
+    lines = R.compare_summary(_fake_results())
+    table = [ln for ln in lines if ln.startswith("| ")]
+    assert len(table) == 1 + 3  # full teacher, student, causal (no ablations, no unexported rows)
+    assert "| teacher mmer | pytorch fp32 | 80.0 | all 5 |" in table[1]
+
+
+def test_missing_input_names_the_command(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        C._load_json(C.ROOT / "benchmarks" / "results" / "no_such_file.json", "a thing", "python make_it.py")
+    assert "python make_it.py" in str(e.value) and "no_such_file.json" in str(e.value)
+
+
+def test_parse_limits():
+    assert C._parse_limits(["pte-fp32:0", "onnx-int8:1,3"]) == {"pte-fp32": [0], "onnx-int8": [1, 3]}
+    with pytest.raises(SystemExit):
+        C._parse_limits(["tflite:0"])
+
+
+def test_export_mismatch_is_read_from_the_log(tmp_path):
+    log = tmp_path / "export.log"
+    assert C._mismatch(log) is None
+    log.write_text("Traceback\nexport.core.ExportMismatch: x.onnx differs from eager PyTorch: {'label_agreement': 0.96}\n")
+    assert C._mismatch(log).startswith("x.onnx differs")
+
+
+def test_teacher_timing_helpers():
+    from benchmarks import teacher_timing as T
+
+    p = T.percentiles([1.0, 3.0])
+    assert p["p50"] == 2.0 and p["min"] == 1.0
+    assert json.dumps(T.MINILM) and T.WHISPER_BASE["d_model"] == 512

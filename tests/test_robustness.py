@@ -1,0 +1,343 @@
+"""benchmarks/robustness.py: the condition transforms, the session protocol and the whole benchmark in --quick mode on a
+tiny random ONNX model and a tiny generated corpus (espeak-ng speech; no real dataset)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import robustness as R
+from tests.conftest import espeak_wav
+from train import augment as A
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """Three espeak-ng sentences (different voices), float32 16 kHz."""
+    from edgeser.audio import load
+
+    d = tmp_path_factory.mktemp("rob_speech")
+    out = []
+    for i, (text, voice) in enumerate((("The train leaves at ten in the morning.", "en-us"),
+                                       ("Please put the folder on the second shelf.", "en-gb"),
+                                       ("We are going to the beach this weekend.", "en-us+f2"))):
+        espeak_wav(d / f"{i}.wav", text, voice=voice)
+        out.append(load(d / f"{i}.wav"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pool(speech):
+    streams = [np.concatenate([s, s[::-1]]).astype(np.float32) for s in speech] + [np.roll(speech[0], 4000)]
+    streams += [np.roll(s, 9000) for s in speech]
+    return R.BabblePool([f"t{i}" for i in range(len(streams))], streams, [])
+
+
+def _clip(speech, peak=0.1):
+    x = np.concatenate([np.zeros(4000, np.float32), speech[0], np.zeros(int(R.GAP_S * SR), np.float32)])
+    return (x * (peak / np.abs(x).max())).astype(np.float32)
+
+
+def test_every_condition_keeps_length_rate_finite_and_peak(speech, pool):
+    x = _clip(speech, peak=0.9)
+    specs = [s for s in R.condition_specs() if R.condition_available(s)]
+    assert {s["family"] for s in specs} >= {"clean", "telephone", "gsm", "reverb", "noise", "gain"}
+    assert len(specs) >= 20 and len({s["name"] for s in specs}) == len(specs)
+    for spec in specs:
+        y = R.apply_condition(spec, x, np.random.default_rng(3), pool)
+        assert y.shape == x.shape and y.dtype == np.float32, spec["name"]
+        assert np.all(np.isfinite(y)) and np.abs(y).max() <= 1.0, spec["name"]
+        assert np.abs(y).max() > 1e-3, spec["name"]
+        # deterministic for the same seed
+        assert np.array_equal(y, R.apply_condition(spec, x, np.random.default_rng(3), pool)), spec["name"]
+        assert R.describe(spec)
+    # the rate is kept: a 1 kHz tone stays at 1 kHz through a codec and the room
+    t = np.arange(SR) / SR
+    tone = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    for spec in ({"family": "gsm"}, {"family": "reverb", "rt60": 0.3}, {"family": "telephone", "mu_law": True}):
+        y = R.apply_condition(spec, tone, np.random.default_rng(0), pool)
+        f = np.fft.rfftfreq(len(y), 1 / SR)[np.argmax(np.abs(np.fft.rfft(y)))]
+        assert abs(f - 1000) < 5, spec
+
+
+@pytest.mark.parametrize("kind", ["white", "pink", "brown", "hum", "modulated", "babble", "cafe"])
+@pytest.mark.parametrize("snr", R.SNRS)
+def test_noise_is_mixed_at_the_requested_snr(speech, pool, kind, snr):
+    x = _clip(speech, peak=0.05)  # no peak limiting needed
+    y = R.apply_condition({"family": "noise", "kind": kind, "snr_db": snr}, x, np.random.default_rng(7), pool)
+    assert abs(A.snr_db(x, y) - snr) < 0.5
+
+
+def test_babble_is_several_talkers_at_unit_level(pool):
+    rng = np.random.default_rng(0)
+    b = R.make_babble(3 * SR, rng, pool)
+    assert b.shape == (3 * SR,) and np.sqrt(np.mean(b.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
+    c = R.make_cafe(3 * SR, rng, pool)
+    assert np.sqrt(np.mean(c.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("mu_law", [False, True])
+def test_telephone_has_no_energy_above_4_khz(speech, mu_law):
+    x = _clip(speech, peak=0.9)
+    y = R.apply_condition({"family": "telephone", "mu_law": mu_law}, x, np.random.default_rng(1))
+    p = np.abs(np.fft.rfft(y.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+    assert 10 * np.log10(p[f > 4000].sum() / p.sum()) < -40
+    assert 10 * np.log10(p[f < 200].sum() / p.sum()) < -20  # and the band-pass low edge
+
+
+def test_level_changes_are_the_requested_db(speech):
+    x = _clip(speech, peak=0.5)
+    lo = R.apply_condition({"family": "gain", "db": -20.0}, x, np.random.default_rng(0))
+    assert 20 * np.log10(np.sqrt(np.mean(lo.astype(np.float64) ** 2) / np.mean(x.astype(np.float64) ** 2))) == \
+        pytest.approx(-20.0, abs=0.01)
+    hi = R.apply_condition({"family": "gain", "db": 20.0, "allow_clip": True}, x, np.random.default_rng(0))
+    ok, over = np.abs(x) * 10 < 0.999, np.abs(x.astype(np.float64)) * 10 > 1.0
+    assert np.allclose(hi[ok], 10 * x[ok], atol=1e-6)  # +20 dB where it does not clip
+    assert np.all(np.abs(hi[over]) == 1.0) and over.sum() > 100  # clipped at +-1 like a device
+
+
+@pytest.mark.parametrize("simulate", [False, True])
+def test_gsm_real_and_simulated(speech, simulate):
+    if not simulate and not A.gsm_available():
+        pytest.fail("this libsndfile has no GSM610 (the real codec is expected with libsndfile >= 1.0)")
+    x = _clip(speech, peak=0.5)
+    y = A.gsm(x, np.random.default_rng(0), simulate=simulate)
+    assert y.shape == x.shape and y.dtype == np.float32 and np.all(np.isfinite(y)) and np.abs(y).max() <= 1
+    p = np.abs(np.fft.rfft(y.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / SR)
+    assert 10 * np.log10(p[f > 4000].sum() / p.sum()) < -30  # 8 kHz codec
+    level = 10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean(x.astype(np.float64) ** 2))
+    assert abs(level) < 6
+    assert A.snr_db(x, y) > 0  # lossy but still the same speech
+    assert A.gsm(np.zeros(0, np.float32), np.random.default_rng(0)).size == 0
+
+
+def test_codec_bitrates_are_measured(speech):
+    x = np.concatenate(speech)
+    assert R.measured_kbps({"family": "gsm"}, x) == pytest.approx(13.2, abs=0.6)
+    assert R.measured_kbps({"family": "reverb", "rt60": 0.3}, x) is None
+
+
+def test_metrics_count_missing_events_as_wrong():
+    labels = ["neutral", "happy", "angry", "sad"]
+    m = R.metrics([0, 0, 1, 2, 3, 3], [0, -1, 1, 2, 3, 0], labels, n_events=[1, 0, 2, 1, 1, 1], abstained=[0, 0, 0, 1, 0, 0])
+    assert m["recall"] == {"neutral": 0.5, "happy": 1.0, "angry": 1.0, "sad": 0.5}
+    assert m["uar"] == pytest.approx(0.75) and m["wa"] == pytest.approx(4 / 6) and m["n"] == 6
+    assert m["no_event"] == 1 and m["split"] == 1 and m["abstained"] == 1
+    assert m["confusion"][0] == [1, 0, 0, 0, 1]  # last column: no event
+
+
+class _Ev:
+    def __init__(self, start, end, scores, label=None):
+        self.start, self.end, self.scores, self.final = start, end, scores, True
+        self.label = label or max(scores, key=scores.get)
+
+
+class _StubStream:
+    def __init__(self, log, events):
+        self.log, self.events = log, events
+
+    def calibrate(self, x, sr):
+        self.log.append(("calibrate", len(x), sr))
+        return 1.5
+
+    def accept(self, x, sr):
+        self.log.append(("accept", len(x), sr))
+        return list(self.events)
+
+    def flush(self):
+        return []
+
+
+class _StubModel:
+    labels = ("neutral", "happy", "angry", "sad")
+
+    def __init__(self, events):
+        self.log, self.events = [], events
+
+    def stream(self, *, emit_partial=True, adapt=None):
+        self.log.append(("stream", adapt))
+        return _StubStream(self.log, self.events)
+
+
+def test_session_assigns_events_to_clips():
+    def sc(k, p=0.7):
+        return {lab: (p if i == k else (1 - p) / 3) for i, lab in enumerate(_StubModel.labels)}
+
+    units = [np.zeros(2 * SR, np.float32)] * 3  # clips at 0-2, 2-4, 4-6 s
+    events = [_Ev(0.5, 1.5, sc(1)),  # clip 0
+              _Ev(2.2, 2.6, sc(2, 0.9)), _Ev(2.8, 3.9, sc(3, 0.6)),  # clip 1 split: the longer one weighs more
+              _Ev(3.95, 4.3, sc(0))]  # straddles 1 and 2, mostly in clip 2
+    m = _StubModel(events)
+    support = {"stream_adapt": True}
+    r = R.run_session(m, units, "calibrated", support, calib=np.zeros(SR, np.float32))
+    assert r["preds"] == [1, 3, 0] and r["n_events"] == [1, 2, 1] and r["calibration_speech_s"] == 1.5
+    assert m.log[0] == ("stream", "running") and m.log[1][0] == "calibrate" and m.log[2] == ("accept", 6 * SR, SR)
+    assert r["merged"] == [False, False, False]
+    m2 = _StubModel(events[:1])
+    r2 = R.run_session(m2, units, "off-session", support)
+    assert r2["preds"] == [1, -1, -1] and m2.log[0] == ("stream", "off")
+    # one event over all three clips (the VAD merged them, e.g. in babble): each clip gets its scores
+    r3 = R.run_session(_StubModel([_Ev(0.5, 5.5, sc(2))]), units, "running", support)
+    assert r3["preds"] == [2, 2, 2] and r3["merged"] == [True, True, True] and r3["n_events"] == [1, 1, 1]
+    # without the adapt API the stream is made without it
+    m4 = _StubModel(events)
+    R.run_session(m4, units, "off-session", {"stream_adapt": False})
+    assert m4.log[0] == ("stream", None)
+
+
+def test_adaptation_support_without_the_api():
+    class Old:
+        labels = ("neutral", "happy", "angry", "sad")
+        info = type("Info", (), {"training": None})()
+
+        def stream(self, *, emit_partial=True):
+            return object()
+
+        def classify(self, audio, sample_rate=None):
+            raise AssertionError
+
+    s = R.adaptation_support(Old())
+    assert not s["stream_adapt"] and not s["calibrate"] and set(s["unavailable"]) == {"running", "calibrated"}
+    assert "runtime" in s["unavailable"]["running"]
+    assert R.resolve_modes(None, s) == ["off"]
+    assert R.resolve_modes(["off", "off-session", "running"], s) == ["off", "off-session"]
+    full = {"unavailable": {}}
+    assert R.resolve_modes(None, full) == list(R.MODES)
+    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no"}}) == ["off", "off-session", "running"]
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+W = 40
+
+
+def _tiny_onnx(path, test_speakers, adaptive=False):
+    """A tiny random windowed ONNX model: logits = (mean log-mel over the window - baseline) @ w + b. Adaptive: the
+    baseline is a stream-scoped running mean of the windows seen (state carried by the runtime, test-time
+    adaptation); otherwise a constant."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeser.runtime.metadata import METADATA_KEY, ModelInfo
+
+    rng = np.random.default_rng(0)
+    vi = helper.make_tensor_value_info
+    inits = [numpy_helper.from_array((rng.standard_normal((80, 4)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+             numpy_helper.from_array(np.full((1, 80), -5.0, np.float32), "ref")]
+    nodes = [helper.make_node("ReduceMean", ["logmel"], ["m"], axes=[2], keepdims=0)]
+    inputs, outputs, extra = [vi("logmel", TensorProto.FLOAT, [1, 80, W])], [vi("logits", TensorProto.FLOAT, [1, 4])], {}
+    if adaptive:
+        inits += [numpy_helper.from_array(np.ones((1, 1), np.float32), "one"),
+                  numpy_helper.from_array(np.full((1, 1), 2.0, np.float32), "prior")]
+        nodes += [helper.make_node("Add", ["s_sum", "m"], ["s_sum_out"]),
+                  helper.make_node("Add", ["s_count", "one"], ["s_count_out"]),
+                  helper.make_node("Mul", ["ref", "prior"], ["rp"]), helper.make_node("Add", ["s_sum_out", "rp"], ["num"]),
+                  helper.make_node("Add", ["s_count_out", "prior"], ["den"]),
+                  helper.make_node("Div", ["num", "den"], ["base"])]
+        inputs += [vi("s_sum", TensorProto.FLOAT, [1, 80]), vi("s_count", TensorProto.FLOAT, [1, 1])]
+        outputs += [vi("s_sum_out", TensorProto.FLOAT, [1, 80]), vi("s_count_out", TensorProto.FLOAT, [1, 1])]
+        extra = {"state": ({"name": "s_sum", "output": "s_sum_out", "shape": [1, 80], "dtype": "float32", "init": 0.0,
+                            "scope": "stream"},
+                           {"name": "s_count", "output": "s_count_out", "shape": [1, 1], "dtype": "float32",
+                            "init": 0.0, "scope": "stream"}),
+                 "adaptation": {"kind": "running mean log-mel (test)", "default": "running"}}
+    else:
+        nodes += [helper.make_node("Identity", ["ref"], ["base"])]
+    nodes += [helper.make_node("Sub", ["m", "base"], ["c"]), helper.make_node("MatMul", ["c", "w"], ["z"]),
+              helper.make_node("Add", ["z", "b"], ["logits"])]
+    g = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    info = ModelInfo(labels=("neutral", "happy", "angry", "sad"), sample_rate=16000, n_fft=400, hop_length=160,
+                     n_mels=80, window_frames=W, hop_frames=10, first_frames=10, input_shape=(1, 80, W),
+                     name="tiny-random", training={"validation": {"test_speakers": list(test_speakers)}}, **extra)
+    e = m.metadata_props.add()
+    e.key, e.value = METADATA_KEY, info.to_json()
+    onnx.save(m, str(path))
+    return path
+
+
+def test_modes_a_model_without_adaptation_cannot_run(tmp_path):
+    import edgeser
+
+    m = edgeser.load(_tiny_onnx(tmp_path / "plain.onnx", ["Actor_01"]))
+    s = R.adaptation_support(m)
+    assert s["stream_adapt"] and s["calibrate"] and not s["model_adaptive"]  # today's runtime has the API
+    assert set(s["unavailable"]) == {"running", "calibrated"} and "model" in s["unavailable"]["running"]
+    assert R.resolve_modes(None, s) == ["off"]
+
+
+def _tiny_corpus(root, speech):
+    """Actor_01/02 = test speakers (4 classes + calm), Actor_03..06 = babble talkers (neutral/calm)."""
+    import soundfile as sf
+
+    rows = []
+    k = 0
+    for spk, emos in [("Actor_01", ["neutral", "happy", "angry", "sad", "calm", "calm"]),
+                      ("Actor_02", ["neutral", "happy", "angry", "sad", "calm", "calm"]),
+                      ("Actor_03", ["neutral"]), ("Actor_04", ["calm"]), ("Actor_05", ["neutral"]),
+                      ("Actor_06", ["calm"])]:
+        for j, emo in enumerate(emos):
+            x = speech[k % len(speech)] * (0.3 + 0.1 * (k % 5))
+            x = np.concatenate([np.zeros(3000, np.float32), x, np.zeros(3000, np.float32)])
+            rel = f"{spk}/{emo}_{j}.wav"
+            (root / spk).mkdir(parents=True, exist_ok=True)
+            sf.write(root / rel, x, SR, subtype="PCM_16")
+            rows.append({"path": rel, "speaker": spk, "emotion": emo})
+            k += 1
+    with open(root / "manifest.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=["path", "speaker", "emotion"])
+        wr.writeheader()
+        wr.writerows(rows)
+    return root
+
+
+def test_quick_benchmark_end_to_end(tmp_path, speech):
+    corpus = _tiny_corpus(tmp_path / "corpus", speech)
+    model = _tiny_onnx(tmp_path / "tiny.onnx", ["Actor_01", "Actor_02"], adaptive=True)
+    out = tmp_path / "results"
+    argv = ["--model", str(model), "--quick", "--ravdess", str(corpus), "--out", str(out),
+            "--tts-cache", str(tmp_path / "tts"), "--conditions", "clean", "babble 5 dB"]
+    assert R.main(argv) == 0
+    d = json.loads((out / "robustness.json").read_text())
+    assert {"command", "machine", "date", "models", "conditions", "protocol", "tts", "wall_seconds"} <= set(d)
+    assert "robustness.py" in d["command"] and d["machine"]["cores"]
+    assert d["tts"]["engine"] == "espeak-ng" and len(d["tts"]["voices"]) == 2 and d["tts"]["clips"] == 8
+    assert str(tmp_path / "tts") in d["tts"]["folder"]
+    mr = d["models"]["tiny.onnx"]
+    assert mr["test_speakers"] == ["Actor_01", "Actor_02"] and mr["clips_per_condition"] == 8
+    # babble from the other actors' neutral/calm clips, never from a test speaker
+    assert set(mr["babble"]["talkers"]) == {"Actor_03", "Actor_04", "Actor_05", "Actor_06"}
+    assert all(c.split("/")[0] in mr["babble"]["talkers"] for c in mr["babble"]["clips"])
+    # an adaptive model: every mode runs by default; calibration on each speaker's calm clips (~10 s of audio)
+    assert mr["modes_run"] == list(R.MODES) and not mr["modes_unavailable"] and mr["runtime_support"]["model_adaptive"]
+    for spk in ("Actor_01", "Actor_02"):
+        cal = mr["conditions"]["clean"]["calibrated"]["calibration"][spk]
+        assert cal["audio_s"] >= 4 and cal["speech_s"] > 1
+    assert set(mr["tts"]["calibrated"]["calibration"]) == set(d["tts"]["voices"])
+    assert list(mr["conditions"]) == ["clean", "babble 5 dB"]
+    for r in list(mr["conditions"].values()) + [mr["tts"]]:
+        for m in mr["modes_run"]:
+            x = r[m]
+            assert 0 <= x["uar"] <= 1 and 0 <= x["wa"] <= 1 and x["n"] == 8
+            assert set(x["recall"]) == {"neutral", "happy", "angry", "sad"}
+            assert sum(x["support"].values()) == 8
+        for m in ("off-session", "running", "calibrated"):
+            assert r[m]["no_event"] + r[m]["split"] + r[m]["merged"] >= 0 and r[m]["seconds"] > 0
+    s = mr["summary"]["off"]
+    assert {"clean_uar", "mean_shift_uar", "worst", "neutral_recall_min", "mean_shift_drop"} <= set(s)
+    assert s["worst"]["condition"] == "babble 5 dB" and s["n_shift_conditions"] == 1
+    png = out / mr["plot"]
+    assert png.name == "robustness.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(png))
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
+    md = R.render_markdown(d)
+    assert "babble 5 dB" in md and "TTS voices" in md and "| condition |" in md and "UAR / WA % calibrated" in md
