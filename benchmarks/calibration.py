@@ -478,7 +478,7 @@ def main(argv=None) -> int:
         RESULTS / f"reliability{suffix}.png",
         title=f"held-out speakers, 5 folds pooled ({len(arrays['labels'])} clips), {a.runs}")
     sh = None
-    if str(a.shipped):
+    if str(a.shipped) not in ("", "."):
         sh, sarr = shipped(a.shipped, folds, res["folds"], session=a.session)
         C.reliability_diagram(
             [("shipped, T = 1", sarr["before"], sarr["labels"]),

@@ -18,13 +18,24 @@ Rows (RAVDESS 4 classes, the 5 folds of ``train.data.ravdess.speaker_folds``, cl
 - **windowed student** (Whisper tiny.en + CTA-RNN head, the shipped recipe; ``runs/cv_small/fold<k>/student.pt``):
   each fold exported with ``python -m export`` to ``runs/compare/<format>-<fp32|int8>/fold<k>/`` (cached: redone only
   when the checkpoint is newer) and evaluated through the SDK, ``edgeser.load(path).classify(clip)``, on that fold's
-  held-out actors; speed (``analyze()`` RTF, per-window latency), live latency and peak RSS on fold 0's export with
-  the functions of ``benchmarks/default_model.py``.
-- **causal streaming student** (``train/models/causal.py``; ``runs/causal/causal.pt`` and any
-  ``runs/causal_f<k>/causal.pt``): exported with ``python -m export.causal`` to ``runs/compare/causal/fold<k>/`` and
-  run with ``export.causal.OnnxStep`` (the SDK runtime does not run stateful models yet). Clip label = logits after
-  the clip's last 200 ms chunk, streamed from a fresh state over the clip's log-mel padded with digital silence (the
-  ``stream`` protocol of ``train.distill_causal.evaluate``).
+  held-out actors; speed (``analyze()`` RTF, per-window latency), live latency and peak RSS on the first fold's
+  export with the functions of ``benchmarks/default_model.py``.
+- **adaptive student** (the same with test-time adaptive normalisation: the speaker/session mean of the encoder
+  features subtracted before the head; ``runs/cv_adapt/fold<k>/student.pt``): exported the same way to
+  ``runs/compare/adapt-<format>-<fp32|int8>/fold<k>/`` (graph ``(logmel, norm_sum, norm_count) -> (logits,
+  norm_sum_out, norm_count_out)``) and evaluated through the SDK both per clip (a fresh stream each clip) and as
+  sessions (per held-out speaker one ``model.stream(emit_partial=False)``, the speaker's clips in
+  ``default_model.accuracy(session=True)``'s fixed shuffled order through ``classify(x, 16000, stream=s)``). The
+  row's UAR/WA are the session ones; ``per_clip`` holds the per-clip ones.
+- **causal streaming student** (``train/models/causal.py``; ``runs/causal_f<k>/causal.pt``, trained on a GPU by
+  ``scripts/gpu_causal.sh``): exported with ``python -m export.causal`` to ``runs/compare/causal/fold<k>/`` and
+  evaluated through the SDK like the windowed students (the runtime runs the stateful step: state reset per speech
+  segment, a segment's score = the model's latest output); live latency measured. Cross-check kept in the JSON
+  (``stream_fresh_state_uar``): each clip's log-mel streamed from a fresh state with ``export.causal``'s runner,
+  logits after the last chunk (``train.distill_causal.evaluate``'s ``stream`` protocol).
+
+    python benchmarks/compare.py --only adapt causal      # measure these; keep the windowed rows of compare.json
+    python benchmarks/compare.py --limit adapt-pte-fp32:0 causal-pte-int8:0   # fewer folds (the rows say which)
 
 Plots: ``results/compare_tradeoff.png`` (UAR vs per-clip CPU latency, marker area ~ file size) and
 ``results/compare_confusion.png`` (fold-summed confusion matrices: the best teacher and every student).
@@ -51,8 +62,20 @@ from benchmarks.common import RESULTS, write_result
 LABELS = ("neutral", "happy", "angry", "sad")
 N_FOLDS = 5
 STUDENT_RUNS = ROOT / "runs" / "cv_small"
+ADAPT_RUNS = ROOT / "runs" / "cv_adapt"
 COMPARE_RUNS = ROOT / "runs" / "compare"
 STUDENT_VARIANTS = ("onnx-fp32", "onnx-int8", "pte-int8", "pte-fp32")  # <format>-<quantization>, in run order
+CAUSAL_VARIANTS = ("onnx-fp32", "onnx-int8", "pte-fp32", "pte-int8")
+# windowed recipes: name -> (checkpoints, results file with the training command, row kind, prefix of the variant
+# names and of the export folders under runs/compare/)
+RECIPES = {
+    "windowed": (STUDENT_RUNS, "student_cv.json", "student", ""),
+    "adapt": (ADAPT_RUNS, "student_cv_adapt.json", "adaptive", "adapt-"),
+}
+CAUSAL_PREFIX = "causal-"
+ALL_VARIANTS = (tuple(RECIPES["windowed"][3] + v for v in STUDENT_VARIANTS)
+                + tuple(RECIPES["adapt"][3] + v for v in STUDENT_VARIANTS)
+                + tuple(CAUSAL_PREFIX + v for v in CAUSAL_VARIANTS))
 CAUSAL_NAME = "edgeser-causal"
 TRADEOFF_PNG = "compare_tradeoff.png"
 CONFUSION_PNG = "compare_confusion.png"
@@ -118,11 +141,47 @@ def aggregate_folds(folds: list[dict], labels=LABELS) -> dict:
             "pooled_uar": float(recall[support > 0].mean()), "pooled_wa": float(np.trace(conf) / max(conf.sum(), 1))}
 
 
+def split_variant(name: str) -> tuple[str, str]:
+    """``"adapt-pte-fp32"`` -> ``("adapt", "pte-fp32")``; ``"causal-onnx-int8"`` -> ``("causal", "onnx-int8")``;
+    ``"onnx-int8"`` -> ``("windowed", "onnx-int8")`` (the shipped recipe keeps its unprefixed names)."""
+    if name.startswith(CAUSAL_PREFIX) and name[len(CAUSAL_PREFIX):] in CAUSAL_VARIANTS:
+        return "causal", name[len(CAUSAL_PREFIX):]
+    for recipe, (_, _, _, prefix) in RECIPES.items():
+        if prefix and name.startswith(prefix) and name[len(prefix):] in STUDENT_VARIANTS:
+            return recipe, name[len(prefix):]
+    if name in STUDENT_VARIANTS:
+        return "windowed", name
+    raise ValueError(f"unknown variant {name!r} (one of {', '.join(ALL_VARIANTS)})")
+
+
+def variant_name(recipe: str, variant: str) -> str:
+    """Inverse of :func:`split_variant`."""
+    return (CAUSAL_PREFIX if recipe == "causal" else RECIPES[recipe][3]) + variant
+
+
+def variant_dir(recipe: str, variant: str, fold: int) -> Path:
+    """Export folder of a windowed recipe's variant: ``runs/compare/<variant>/fold<k>`` (the shipped recipe) or
+    ``runs/compare/adapt-<variant>/fold<k>``."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown windowed recipe {recipe!r}")
+    return COMPARE_RUNS / variant_name(recipe, variant) / f"fold{fold}"
+
+
+def session_order(speakers) -> list[int]:
+    """Order of the clips (given by their speakers, manifest order) in a session evaluation: one fixed shuffle
+    (``default_rng(0)``), then grouped by speaker (stable), exactly ``default_model.accuracy(session=True)``'s order."""
+    speakers = list(speakers)
+    perm = np.random.default_rng(0).permutation(len(speakers))
+    return [int(i) for i in sorted(perm, key=lambda i: speakers[i])]
+
+
 def short_name(row: dict) -> str:
     if row["kind"] == "teacher":
         return row["model"] if row["variant"] == "full" else f"{row['model']}/{row['variant']}"
     if row["kind"] == "student":
         return f"student {row['format']} {row['quantization']}"
+    if row["kind"] == "adaptive":
+        return f"adaptive {row['format']} {row['quantization']}"
     return f"causal {row['format']} {row['quantization']}"
 
 
@@ -135,7 +194,9 @@ def plot_tradeoff(rows: list[dict], path) -> Path:
     import matplotlib.ticker
 
     style = {"teacher": ("tab:blue", "o", "teacher (full)"), "ablation": ("lightsteelblue", "o", "teacher ablation"),
-             "student": ("tab:orange", "s", "windowed student (SDK)"), "causal": ("tab:green", "^", "causal student")}
+             "student": ("tab:orange", "s", "windowed student (SDK)"),
+             "adaptive": ("tab:red", "D", "adaptive student (SDK, session)"),
+             "causal": ("tab:green", "^", "causal student (SDK)")}
     fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
     seen = set()
     pts = [r for r in rows if r.get("uar") is not None and ((r.get("clip_ms") or {}).get("cpu") or {}).get("p50")]
@@ -389,14 +450,15 @@ def frontend_cost(clip_path, seconds: float = 3.5, repeats: int = 10) -> dict:
 # ------------------------------------------------------------------------------------------- windowed student
 
 
-def student_checkpoint(fold: int) -> Path:
-    ck = STUDENT_RUNS / f"fold{fold}" / "student.pt"
+def student_checkpoint(fold: int, recipe: str = "windowed") -> Path:
+    runs, results, _, _ = RECIPES[recipe]
+    ck = runs / f"fold{fold}" / "student.pt"
     if not ck.is_file():
-        cmd = "python -m train.student cv --runs runs/cv_small ..."
-        p = RESULTS / "student_cv.json"
+        cmd = f"python -m train.student cv --runs {runs.relative_to(ROOT)} ..."
+        p = RESULTS / results
         if p.is_file():
             cmd = json.loads(p.read_text()).get("command", cmd)
-        raise MissingInput(f"the student checkpoint of fold {fold} ({ck.relative_to(ROOT)})", cmd)
+        raise MissingInput(f"the {recipe} student checkpoint of fold {fold} ({ck.relative_to(ROOT)})", cmd)
     return ck
 
 
@@ -412,13 +474,13 @@ def _mismatch(log: Path) -> str | None:
     return lines[-1].split("ExportMismatch: ", 1)[-1] if lines else None
 
 
-def export_student(variant: str, fold: int) -> tuple[Path, str | None]:
-    """(``runs/compare/<variant>/fold<k>/student.<fmt>``, None) exported and verified by ``python -m export``, redone
-    only when the checkpoint is newer. If the exporter wrote the file but its check against eager failed, the file is
-    returned with that failure (reported with the row, never hidden)."""
+def export_student(variant: str, fold: int, recipe: str = "windowed") -> tuple[Path, str | None]:
+    """(``runs/compare/[adapt-]<variant>/fold<k>/student.<fmt>``, None) exported and verified by ``python -m
+    export``, redone only when the checkpoint is newer. If the exporter wrote the file but its check against eager
+    failed, the file is returned with that failure (reported with the row, never hidden)."""
     fmt, q = variant.split("-")
-    ck = student_checkpoint(fold)
-    out = COMPARE_RUNS / variant / f"fold{fold}"
+    ck = student_checkpoint(fold, recipe)
+    out = variant_dir(recipe, variant, fold)
     path, report, log = out / f"student.{fmt}", out / "student.export.json", out / "export.log"
     if _fresh(path, ck):
         if _fresh(report, path) and path.name in json.loads(report.read_text()).get("files", {}):
@@ -442,19 +504,26 @@ def export_student(variant: str, fold: int) -> tuple[Path, str | None]:
     return path, None
 
 
-def classify_fold(model) -> tuple[dict, list[float], list[float], list[float]]:
+def classify_fold(model, session: bool = False) -> tuple[dict, list[float], list[float], list[float]]:
     """``model.classify`` on every clip of the held-out actors of the model's fold (what a user gets): the
-    classification report, per-clip wall and CPU ms (features + VAD + model), clip seconds."""
+    classification report, per-clip wall and CPU ms (features + VAD + model), clip seconds. ``session``: per held-out
+    speaker one ``model.stream(emit_partial=False)``, the speaker's clips in :func:`session_order` through
+    ``classify(x, 16000, stream=s)`` (an adaptive model carries its statistics from clip to clip;
+    ``default_model.accuracy(model, session=True)``); otherwise each clip alone (a fresh stream)."""
     from benchmarks.default_model import _clips
     from edgeser.audio import load as load_audio
     from train.metrics import classification_report
 
     root, rows = _clips(model.info)
+    order = session_order([r["speaker"] for r in rows]) if session else list(range(len(rows)))
+    streams: dict[str, object] = {}
     y_true, y_pred, wall, cpu, dur = [], [], [], [], []
-    for r in rows:
+    for i in order:
+        r = rows[i]
         x = load_audio(root / r["path"])
+        st = streams.setdefault(r["speaker"], model.stream(emit_partial=False)) if session else None
         with Clock() as k:
-            res = model.classify(x, 16000)
+            res = model.classify(x, 16000, stream=st)
         wall.append(k.wall)
         cpu.append(k.cpu)
         dur.append(x.size / 16000)
@@ -464,8 +533,9 @@ def classify_fold(model) -> tuple[dict, list[float], list[float], list[float]]:
 
 
 def model_speed(model, audio: np.ndarray, windows: int = 100) -> dict:
-    """``analyze()`` real-time factor over ``audio`` (features + VAD + model) and the model's time per window, wall
-    and process CPU (``benchmarks/default_model.speed`` with both clocks)."""
+    """``analyze()`` real-time factor over ``audio`` (features + VAD + model) and the model's time per window (a
+    stateful model: one step from its initial state), wall and process CPU (``benchmarks/default_model.speed`` with
+    both clocks)."""
     with Clock() as k:
         model.analyze(audio, 16000)
     dur = audio.size / 16000
@@ -482,15 +552,21 @@ def model_speed(model, audio: np.ndarray, windows: int = 100) -> dict:
             "window_ms": both(wall, cpu)}
 
 
-def student_params(fold: int) -> int:
+def student_params(fold: int, recipe: str = "windowed") -> int:
     import torch
 
     from edgeser import __version__
     from export.student import build_from_checkpoint
 
-    ck = torch.load(student_checkpoint(fold), map_location="cpu", weights_only=True)
+    ck = torch.load(student_checkpoint(fold, recipe), map_location="cpu", weights_only=True)
     model, _ = build_from_checkpoint(ck, name="count", version=__version__, quantization="none")
     return sum(p.numel() for p in model.parameters())
+
+
+def _trained_on(recipe: str, fold: int) -> str:
+    p = RECIPES[recipe][0] / f"fold{fold}" / "validation.json"
+    dev = json.loads(p.read_text()).get("device", "cpu") if p.is_file() else "cpu"
+    return dev.split(" (")[0] if dev.startswith("cpu") else dev
 
 
 _STUDENT_RSS = """
@@ -500,8 +576,9 @@ m.analyze(sys.argv[2])
 """
 
 
-def student_rows(variants, folds_for: dict, seconds: float) -> tuple[list[dict], dict]:
-    """One row per variant; returns (rows, context: the first speed fold's recording and VAD end delay)."""
+def evaluate_sdk(paths: dict[int, Path], recipe: str, label: str, seconds: float, *, session: bool) -> dict:
+    """Every fold's exported file through the SDK (per clip; and as sessions if ``session``), then speed, live latency
+    and peak RSS on the first fold's file: the measured parts of a row."""
     import tempfile
 
     import soundfile as sf
@@ -509,65 +586,101 @@ def student_rows(variants, folds_for: dict, seconds: float) -> tuple[list[dict],
     import edgeser
     from benchmarks.default_model import live_latency, recording
 
+    folds, sess, wall, cpu, dur = [], [], [], [], []
+    for k, path in sorted(paths.items()):
+        m = edgeser.load(path, threads=1)
+        got = fold_of(m.info.training["validation"]["test_speakers"])
+        if got != k:
+            raise SystemExit(f"compare.py: {path} holds fold {got}'s model, expected fold {k}")
+        rep, w, c, d = classify_fold(m)
+        folds.append({"fold": k, **{x: rep[x] for x in ("uar", "wa", "confusion", "n", "recall")}})
+        wall, cpu, dur = wall + w, cpu + c, dur + d
+        txt = ""
+        if session:
+            srep = classify_fold(m, session=True)[0]
+            sess.append({"fold": k, **{x: srep[x] for x in ("uar", "wa", "confusion", "n", "recall")}})
+            txt = f", session UAR {srep['uar']:.4f} WA {srep['wa']:.4f}"
+        print(f"{label} fold {k}: UAR {rep['uar']:.4f} WA {rep['wa']:.4f} per clip{txt} ({np.median(c):.0f} ms "
+              "CPU/clip)", flush=True)
+    k0 = min(paths)
+    m = edgeser.load(paths[k0], threads=1)
+    audio, spans = recording(m, seconds)
+    sp = model_speed(m, audio)
+    lv = live_latency(m, audio, spans)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "recording.wav"
+        sf.write(wav, audio, 16000)
+        rss = fresh_process_peak_rss(_STUDENT_RSS, paths[k0], wav)
+    print(f"{label}: RTF {sp['rtf']['cpu']:.4f} CPU / {sp['rtf']['wall']:.4f} wall, window p50 "
+          f"{sp['window_ms']['cpu']['p50']:.1f} ms CPU, RSS {rss:.0f} MiB, final after end "
+          f"{lv['final_after_speech_end_s']['mean']:.2f} s", flush=True)
+    return {"folds": folds, "session": sess, "clip": {**both(wall, cpu), "clip_seconds": float(np.mean(dur))},
+            "speed": sp, "live": lv, "rss": rss, "k0": k0, "info": m.info, "audio": audio, "spans": spans}
+
+
+def _sdk_row(base: dict, ev: dict, paths: dict[int, Path], chunk_what: str) -> dict:
+    clip, sp, lv, k0 = ev["clip"], ev["speed"], ev["live"], ev["k0"]
+    return {**base, "file_mib": paths[k0].stat().st_size / 2**20,
+            "files": {str(k): str(p.relative_to(ROOT)) for k, p in paths.items()},
+            "clip_ms": clip, "ms_per_audio_s": clip["cpu"]["p50"] / clip["clip_seconds"], "rtf": sp["rtf"],
+            "rtf_audio_seconds": sp["audio_seconds"], "chunk_ms": {**sp["window_ms"], "what": chunk_what},
+            "peak_rss_mib": ev["rss"], "final_after_speech_end_s": lv["final_after_speech_end_s"],
+            "first_partial_after_onset_s": lv["first_partial_after_onset_s"],
+            "final_how": "measured: default_model.live_latency (20 ms chunks, audio time)", "speed_fold": k0}
+
+
+def _mark_unverified(row: dict, unverified: dict) -> dict:
+    if unverified:
+        row["export_check_failed"] = unverified
+        row["note"] = (f"fold(s) {', '.join(unverified)}: the file was written but FAILED the exporter's check "
+                       "against eager PyTorch; evaluated anyway")
+    return row
+
+
+MODEL_TEXT = {
+    "windowed": "whisper-tiny.en + CTA-RNN head (windowed, shipped recipe)",
+    "adapt": "whisper-tiny.en + CTA-RNN head + test-time adaptive normalisation (windowed)",
+}
+
+
+def student_rows(variants, folds_for: dict, seconds: float, recipe: str = "windowed") -> tuple[list[dict], dict]:
+    """One row per variant of a windowed recipe; returns (rows, context: the first speed fold's recording and VAD end
+    delay). The adaptive recipe is evaluated per clip and as sessions; its headline UAR/WA is the session one."""
     from concurrent.futures import ThreadPoolExecutor
 
     rows, ctx = [], {}
-    params = student_params(0)
+    kind = RECIPES[recipe][2]
+    session = recipe == "adapt"
+    params = student_params(min(min(f) for f in folds_for.values()), recipe)
     # exports run one at a time in the background, in the order the variants are evaluated (so a slow .pte export
     # overlaps the evaluation of the files already there); costs are measured as process CPU time, which the
     # export subprocess does not add to
     pool = ThreadPoolExecutor(max_workers=1)
-    pending = {(v, k): pool.submit(export_student, v, k) for v in variants for k in folds_for[v]}
+    pending = {(v, k): pool.submit(export_student, v, k, recipe) for v in variants for k in folds_for[v]}
     for variant in variants:
         fmt, q = variant.split("-")
-        folds, wall, cpu, dur, unverified = [], [], [], [], {}
-        paths = {}
+        paths, unverified = {}, {}
         for k in folds_for[variant]:
             paths[k], bad = pending[(variant, k)].result()
             if bad:
                 unverified[str(k)] = bad
-        for k, path in paths.items():
-            m = edgeser.load(path, threads=1)
-            got = fold_of(m.info.training["validation"]["test_speakers"])
-            if got != k:
-                raise SystemExit(f"compare.py: {path} holds fold {got}'s model, expected fold {k}")
-            rep, w, c, d = classify_fold(m)
-            folds.append({"fold": k, **{x: rep[x] for x in ("uar", "wa", "confusion", "n", "recall")}})
-            wall, cpu, dur = wall + w, cpu + c, dur + d
-            print(f"{variant} fold {k}: UAR {rep['uar']:.4f} WA {rep['wa']:.4f} ({np.median(c):.0f} ms CPU/clip)",
-                  flush=True)
-        # speed, live latency, memory: on the first fold's export (the same architecture on every fold)
-        k0 = min(paths)
-        m = edgeser.load(paths[k0], threads=1)
-        audio, spans = recording(m, seconds)
-        sp = model_speed(m, audio)
-        lv = live_latency(m, audio, spans)
-        if "vad_final" not in ctx:
-            ctx.update(audio=audio, spans=spans, info=m.info, fold=k0, vad_final=vad_final_delay(m.info, audio, spans))
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "recording.wav"
-            sf.write(wav, audio, 16000)
-            rss = fresh_process_peak_rss(_STUDENT_RSS, paths[k0], wav)
-        clip = {**both(wall, cpu), "clip_seconds": float(np.mean(dur))}
-        row = {"kind": "student", "model": "whisper-tiny.en + CTA-RNN head (windowed, shipped recipe)",
-               "variant": variant, "format": fmt, "quantization": q, "backbone": "whisper-tiny.en",
-               **aggregate_folds(folds), "params": params, "text_encoder_params": 0,
-               "file_mib": paths[k0].stat().st_size / 2**20,
-               "files": {str(k): str(p.relative_to(ROOT)) for k, p in paths.items()},
-               "clip_ms": clip, "ms_per_audio_s": clip["cpu"]["p50"] / clip["clip_seconds"], "rtf": sp["rtf"],
-               "rtf_audio_seconds": sp["audio_seconds"],
-               "chunk_ms": {**sp["window_ms"], "what": "model, one 2 s window"},
-               "peak_rss_mib": rss, "final_after_speech_end_s": lv["final_after_speech_end_s"],
-               "first_partial_after_onset_s": lv["first_partial_after_onset_s"],
-               "final_how": "measured: default_model.live_latency (20 ms chunks, audio time)",
-               "speed_fold": k0, "trained_on": "cpu", "gpu": None}
-        if unverified:
-            row["export_check_failed"] = unverified
-            row["note"] = (f"fold(s) {', '.join(unverified)}: the file was written but FAILED the exporter's check "
-                           "against eager PyTorch; evaluated anyway")
-        rows.append(row)
-        print(f"{variant}: RTF {sp['rtf']['cpu']:.4f} CPU / {sp['rtf']['wall']:.4f} wall, window p50 "
-              f"{sp['window_ms']['cpu']['p50']:.1f} ms CPU, RSS {rss:.0f} MiB", flush=True)
+        ev = evaluate_sdk(paths, recipe, variant_name(recipe, variant), seconds, session=session)
+        if recipe == "windowed" and "vad_final" not in ctx:  # the VAD's end decision, for the teachers' rows
+            ctx.update(audio=ev["audio"], spans=ev["spans"], info=ev["info"], fold=ev["k0"],
+                       vad_final=vad_final_delay(ev["info"], ev["audio"], ev["spans"]))
+        per_clip = aggregate_folds(ev["folds"])
+        head = aggregate_folds(ev["session"]) if session else per_clip
+        base = {"kind": kind, "recipe": recipe, "model": MODEL_TEXT[recipe], "variant": variant, "format": fmt,
+                "quantization": q, "backbone": "whisper-tiny.en", **head, "params": params, "text_encoder_params": 0,
+                "trained_on": _trained_on(recipe, min(paths)), "gpu": None}
+        if session:
+            base.update(headline="session", per_clip={k: per_clip[k] for k in (
+                "uar", "wa", "uar_sd", "folds", "per_fold", "confusion", "pooled_uar", "pooled_wa")},
+                protocol=("headline UAR/WA: one session per held-out speaker (model.stream(emit_partial=False), the "
+                          "speaker's clips in default_model.accuracy(session=True)'s fixed shuffled order through "
+                          "classify(x, 16000, stream=s): the adaptation statistics carried from clip to clip); "
+                          "per_clip: each clip alone through classify(x, 16000) (a fresh stream)"))
+        rows.append(_mark_unverified(_sdk_row(base, ev, paths, "model, one 2 s window"), unverified))
     pool.shutdown()
     return rows, ctx
 
@@ -576,15 +689,13 @@ def student_rows(variants, folds_for: dict, seconds: float) -> tuple[list[dict],
 
 
 def causal_checkpoints() -> tuple[dict[int, Path], list[str]]:
-    """{fold: checkpoint} of the causal student: runs/causal/causal.pt (its fold from its held-out actors) and any
-    runs/causal_f<k>/causal.pt; the folds with none are reported as missing."""
+    """{fold: checkpoint} of the causal student: ``runs/causal_f<k>/causal.pt`` (trained on a GPU by
+    ``scripts/gpu_causal.sh``); the folds with none are reported as missing. The old CPU fold-0 run
+    (``runs/causal_cpu24``) is not part of the comparison."""
     import torch
 
     found: dict[int, Path] = {}
-    cands = [ROOT / "runs" / "causal" / "causal.pt"] + sorted((ROOT / "runs").glob("causal_f[0-9]*/causal.pt"))
-    for p in cands:
-        if not p.is_file():
-            continue
+    for p in sorted((ROOT / "runs").glob("causal_f[0-9]*/causal.pt")):
         ck = torch.load(p, map_location="cpu", weights_only=True)
         k = fold_of(ck["validation"]["test_speakers"])
         if ck["validation"].get("fold", k) != k:
@@ -593,11 +704,18 @@ def causal_checkpoints() -> tuple[dict[int, Path], list[str]]:
             raise SystemExit(f"compare.py: two causal checkpoints for fold {k}: {found[k]} and {p}")
         found[k] = p
     if not found:
-        raise MissingInput("the causal student (runs/causal/causal.pt)",
-                           "EDGESER_THREADS=1 python -m train.distill_causal --epochs 24 --out runs/causal")
-    missing = [f"causal student fold {k}: no runs/causal_f{k}/causal.pt yet (python -m train.distill_causal "
-               f"--fold {k} --out runs/causal_f{k})" for k in range(N_FOLDS) if k not in found]
+        raise MissingInput("the causal student (runs/causal_f<k>/causal.pt)",
+                           "bash scripts/gpu_causal.sh (on a GPU machine; see benchmarks/README.md)")
+    missing = [f"causal student fold {k}: no runs/causal_f{k}/causal.pt yet (bash scripts/gpu_causal.sh)"
+               for k in range(N_FOLDS) if k not in found]
     return found, missing
+
+
+def causal_trained_on(ck_path: Path) -> str:
+    """The device of a causal fold's training record (``runs/causal_f<k>/record.json``): the GPU name."""
+    rec = ck_path.parent / "record.json"
+    dev = json.loads(rec.read_text()).get("device", "?") if rec.is_file() else "?"
+    return dev[dev.index("(") + 1 : dev.rindex(")")] if "(" in dev and dev.endswith(")") else dev
 
 
 def _pte_supported() -> bool:
@@ -606,32 +724,40 @@ def _pte_supported() -> bool:
     return hasattr(ec, "export_causal_pte") and hasattr(ec, "open_step")
 
 
-def export_causal(fold: int, ck: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """({"onnx-fp32": path, ...}, {variant: why not}) in runs/compare/causal/fold<k>/, by ``python -m export.causal``
-    (cached; one call per format; .pte only if export/causal.py can make it)."""
+def export_causal(fold: int, ck: Path, fmts=("onnx", "pte")) -> tuple[dict[str, Path], dict[str, str], dict[str, str]]:
+    """({"onnx-fp32": path, ...}, {variant: why not}, {variant: export check failure}) in
+    ``runs/compare/causal/fold<k>/``, by ``python -m export.causal`` (cached; one call per format; .pte only if
+    export/causal.py can make it). A file that was written but failed the exporter's check is returned with the
+    failure (reported with the row)."""
     out = COMPARE_RUNS / "causal" / f"fold{fold}"
-    fmts = ["onnx"] + (["pte"] if _pte_supported() else [])
-    got, why = {}, {}
-    if "pte" not in fmts:
-        why.update({"pte-fp32": "not exported (export/causal.py has no .pte export)", "pte-int8": "not exported"})
+    fmts = [f for f in fmts if f == "onnx" or _pte_supported()]
+    got, why, bad = {}, {}, {}
     for fmt in fmts:
         paths = {f"{fmt}-fp32": out / f"{CAUSAL_NAME}.{fmt}", f"{fmt}-int8": out / f"{CAUSAL_NAME}-int8.{fmt}"}
+        log = out / f"export-{fmt}.log"
         if not all(_fresh(p, ck) for p in paths.values()):
             out.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "export.causal", "--checkpoint", str(ck), "--out", str(out), "--name",
-                   CAUSAL_NAME] + (["--format", fmt] if fmts != ["onnx"] else [])
+                   CAUSAL_NAME, "--format", fmt]
             print("export:", " ".join(cmd[1:]), flush=True)
             p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
-            (out / f"export-{fmt}.log").write_text(p.stdout + p.stderr)
-            if p.returncode != 0:
+            log.write_text(p.stdout + p.stderr)
+            if p.returncode != 0 and not _mismatch(log):
                 if fmt == "onnx":
                     raise SystemExit(f"compare.py: causal export failed ({' '.join(cmd[1:])}):\n{p.stderr[-3000:]}")
                 reason = (p.stderr.strip().splitlines() or ["?"])[-1][:300]
                 why.update({v: f"export failed: {reason}" for v in paths})
                 continue
-        got.update(paths)
-    return got, why
+        mm = _mismatch(log)
+        for v, path in paths.items():
+            if _fresh(path, ck):
+                got[v] = path
+                if mm and path.name in mm:
+                    bad[v] = mm
+            else:
+                why[v] = f"not exported ({mm or 'see ' + str(log.relative_to(ROOT))})"
+    return got, why, bad
 
 
 def _open_step(path):
@@ -672,113 +798,63 @@ def causal_eval(step, fold_speakers) -> tuple[dict, dict]:
     return classification_report(y_true, y_pred, list(step.info.labels)), t
 
 
-def causal_stream_rtf(step, audio: np.ndarray, piece: int = 3200) -> dict:
-    """Cost / audio time of the causal model as a live stream on 1 thread: ``LogMelStream`` features, Silero VAD
-    segmentation and the step on every complete chunk (speech or not: an upper bound of a VAD-gated run), fed
-    ``piece`` samples (200 ms) at a time. Wall and process CPU."""
-    from edgeser.features import LogMelStream
-    from edgeser.vad import Segmenter, SileroVad
-
-    f = step.info.window_frames
-    feats, seg = LogMelStream(), Segmenter(SileroVad(threads=1))
-    state = step.initial_state()
-    buf = np.zeros((80, 0), np.float32)
-    n_steps = 0
-    with Clock() as k:
-        for i in range(0, audio.size, piece):
-            x = audio[i : i + piece]
-            seg.accept(x)
-            buf = np.concatenate([buf, feats.accept(x)], axis=1)
-            while buf.shape[1] >= f:
-                _, state = step.step(np.ascontiguousarray(buf[None, :, :f]), state)
-                buf = buf[:, f:]
-                n_steps += 1
-    dur = audio.size / 16000
-    return {"audio_seconds": dur, "rtf": {"cpu": k.cpu / 1000 / dur, "wall": k.wall / 1000 / dur}, "steps": n_steps}
-
-
-_CAUSAL_RSS = """
-import sys, soundfile as sf
-from benchmarks.compare import _open_step, causal_stream_rtf
-x, sr = sf.read(sys.argv[2], dtype='float32')
-causal_stream_rtf(_open_step(sys.argv[1]), x)
-"""
-
-
-def causal_rows(ctx: dict) -> tuple[list[dict], list[str]]:
-    import tempfile
-
-    import soundfile as sf
+def causal_rows(seconds: float, folds_for: dict[str, list[int]] | None = None) -> tuple[list[dict], list[str]]:
+    """The causal student's rows: each fold's exported step through the SDK (``edgeser.load(path).classify``, state
+    scope "segment", aggregate "last"), speed / live latency / memory as for the windowed students; the old protocol
+    (clip streamed from a fresh state with ``export.causal``'s runner) kept as a cross-check per fold."""
     import torch
 
-    from benchmarks.default_model import recording
     from export.causal import build_from_checkpoint
 
     cks, missing = causal_checkpoints()
-    per: dict[str, dict] = {}
+    folds_for = folds_for or {}
+    want = {v: [k for k in folds_for.get(v, sorted(cks)) if k in cks] for v in CAUSAL_VARIANTS}
+    paths: dict[str, dict[int, Path]] = {v: {} for v in CAUSAL_VARIANTS}
     why_not: dict[str, str] = {}
+    bad: dict[str, dict[str, str]] = {v: {} for v in CAUSAL_VARIANTS}
+    cross: dict[str, dict[str, float]] = {v: {} for v in CAUSAL_VARIANTS}
+    eager: dict[str, float] = {}
     for k, ck_path in sorted(cks.items()):
+        fmts = [f for f in ("onnx", "pte") if any(k in want[v] for v in CAUSAL_VARIANTS if v.startswith(f))]
+        if not fmts:
+            continue
         ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-        paths, why = export_causal(k, ck_path)
+        eager[str(k)] = ck["validation"].get("stream", {}).get("uar")
+        got, why, b = export_causal(k, ck_path, fmts)
         why_not.update(why)
-        for variant, path in paths.items():
-            step = _open_step(path)
-            rep, t = causal_eval(step, ck["validation"]["test_speakers"])
-            eager = ck["validation"].get("stream", {})
-            d = per.setdefault(variant, {"folds": [], "paths": {}, **{x: [] for x in t}})
-            d["folds"].append({"fold": k, **{x: rep[x] for x in ("uar", "wa", "confusion", "n", "recall")},
-                               "eager_stream_uar": eager.get("uar")})
-            for x, v in t.items():
-                d[x] += v
-            d["paths"][k] = path
-            print(f"causal {variant} fold {k}: UAR {rep['uar']:.4f} WA {rep['wa']:.4f} (eager stream UAR "
-                  f"{eager.get('uar')}), step p50 {np.median(t['step_cpu']):.2f} ms CPU", flush=True)
+        for v, path in got.items():
+            if k not in want[v]:
+                continue
+            paths[v][k] = path
+            if v in b:
+                bad[v][str(k)] = b[v]
+            rep, _ = causal_eval(_open_step(path), ck["validation"]["test_speakers"])
+            cross[v][str(k)] = rep["uar"]
     k0 = min(cks)
     model = build_from_checkpoint(torch.load(cks[k0], map_location="cpu", weights_only=True))
     params = sum(p.numel() for p in model.parameters())
-    chunk_s = model.cfg.chunk_frames / 100.0
+    chunk_ms = model.cfg.chunk_frames * 10
+    trained = sorted({causal_trained_on(p) for p in cks.values()})
     rows = []
-    for variant in ("onnx-fp32", "onnx-int8", "pte-fp32", "pte-int8"):
+    for variant in CAUSAL_VARIANTS:
         fmt, q = variant.split("-")
-        base = {"kind": "causal", "model": "causal chunked Conformer distilled from whisper-base", "variant": variant,
-                "format": fmt, "quantization": q, "backbone": "causal Conformer (200 ms chunks)", "params": params,
-                "text_encoder_params": 0}
-        if variant not in per:
-            rows.append({**base, "uar": None, "wa": None, "folds": [], "note": why_not.get(variant, "not exported")})
+        base = {"kind": "causal", "recipe": "causal", "model": "causal chunked Conformer distilled from whisper-base",
+                "variant": variant, "format": fmt, "quantization": q, "backbone": "causal Conformer (200 ms chunks)",
+                "params": params, "text_encoder_params": 0, "trained_on": ", ".join(trained), "gpu": None}
+        if not paths[variant]:
+            rows.append({**base, "uar": None, "wa": None, "folds": [],
+                         "note": why_not.get(variant, "not exported" if want[variant] else "not run (--limit)")})
             continue
-        d = per[variant]
-        path = d["paths"][k0]
-        step = _open_step(path)
-
-        class _Shim:  # default_model.recording reads the held-out actors from the model's metadata
-            info = step.info
-
-        audio, spans = recording(_Shim, ctx["seconds"])
-        rtf = causal_stream_rtf(step, audio)
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "recording.wav"
-            sf.write(wav, audio, 16000)
-            rss = fresh_process_peak_rss(_CAUSAL_RSS, path, wav)
-        # the VAD's end decision on this recording (the students' one when it is the same fold)
-        vad = ctx["vad_final"] if ctx["fold"] == k0 else vad_final_delay(ctx["info"], audio, spans)
-        steps = both(d["step_wall"], d["step_cpu"])
-        clip = {**both(d["clip_wall"], d["clip_cpu"]), "clip_seconds": float(np.mean(d["dur"]))}
-        rows.append({
-            **base, **aggregate_folds(d["folds"]),
-            "eager_stream_uar": {str(f["fold"]): f["eager_stream_uar"] for f in d["folds"]},
-            "file_mib": path.stat().st_size / 2**20, "files": {str(k): str(p.relative_to(ROOT)) for k, p in d["paths"].items()},
-            "clip_ms": clip, "ms_per_audio_s": clip["cpu"]["p50"] / clip["clip_seconds"], "rtf": rtf["rtf"],
-            "rtf_audio_seconds": rtf["audio_seconds"],
-            "chunk_ms": {**steps, "what": f"one step, {chunk_s * 1000:.0f} ms chunk"}, "peak_rss_mib": rss,
-            "final_after_speech_end_s": {x: v + steps["cpu"]["p50"] / 1000.0 for x, v in vad.items()},
-            "final_how": ("derived: VAD end decision (default_model.live_latency on a zero-cost model, audio time) + one "
-                          f"step (CPU p50) on the pending partial chunk; add up to {chunk_s:.1f} s if the runtime "
-                          "waits for the chunk to fill instead"),
-            "speed_fold": k0, "trained_on": "cpu", "gpu": None,
-            "protocol": ("clip streamed from a fresh state, logits after its last chunk (train.distill_causal.evaluate, "
-                         "'stream'), through the exported file (export.causal step runner; the SDK runtime does not "
-                         "run stateful models yet)")})
-        print(f"causal {variant}: RTF {rtf['rtf']['cpu']:.4f} CPU, RSS {rss:.0f} MiB", flush=True)
+        ev = evaluate_sdk(paths[variant], "causal", variant_name("causal", variant), seconds, session=False)
+        row = {**base, **aggregate_folds(ev["folds"]),
+               "stream_fresh_state_uar": cross[variant], "eager_stream_uar": {k: eager.get(k) for k in cross[variant]},
+               "protocol": ("the exported step through the SDK (edgeser.load(path).classify: Silero VAD segments, "
+                            f"state reset per segment, one step per {chunk_ms} ms chunk, the segment's score = the "
+                            "model's latest output; the clip's = the segments' weighted by their chunks); "
+                            "stream_fresh_state_uar: cross-check, the whole clip's log-mel streamed from a fresh state "
+                            "with export.causal's runner, logits after the last chunk")}
+        rows.append(_mark_unverified(_sdk_row(row, ev, paths[variant], f"one step, {chunk_ms} ms chunk"),
+                                     bad[variant]))
     return rows, missing
 
 
@@ -786,11 +862,13 @@ def causal_rows(ctx: dict) -> tuple[list[dict], list[str]]:
 
 
 def _parse_limits(items) -> dict[str, list[int]]:
+    """``["pte-fp32:0", "adapt-pte-int8:0,1", "causal-pte-fp32:0"]`` -> {variant name: folds}."""
     out = {}
     for it in items or []:
         v, _, folds = it.partition(":")
-        if v not in STUDENT_VARIANTS or not folds:
-            raise SystemExit(f"--limit {it!r}: use VARIANT:FOLDS, e.g. pte-fp32:0 (variants {STUDENT_VARIANTS})")
+        if v not in ALL_VARIANTS or not folds:
+            raise SystemExit(f"--limit {it!r}: use VARIANT:FOLDS, e.g. pte-fp32:0 or adapt-pte-fp32:0 (variants "
+                             f"{', '.join(ALL_VARIANTS)})")
         out[v] = sorted(int(x) for x in folds.split(","))
     return out
 
@@ -802,18 +880,36 @@ def plots(rows: list[dict]) -> list[str]:
               f"{','.join(map(str, best['folds']))}", best["confusion"])]
     for r in rows:
         if r["kind"] != "teacher" and r.get("confusion"):
-            items.append((f"{short_name(r)}\nUAR {100 * r['uar']:.1f}, folds {','.join(map(str, r['folds']))}",
+            sess = " (session)" if r.get("headline") == "session" else ""
+            items.append((f"{short_name(r)}{sess}\nUAR {100 * r['uar']:.1f}, folds {','.join(map(str, r['folds']))}",
                           r["confusion"]))
     a = plot_tradeoff(rows, RESULTS / TRADEOFF_PNG)
     b = plot_confusions(items, LABELS, RESULTS / CONFUSION_PNG)
     return [a.name, b.name]
 
 
+ROW_RECIPE = {"student": "windowed", "adaptive": "adapt", "causal": "causal"}
+PROTOCOL = ("RAVDESS actors 01-20, neutral/happy/angry/sad, the 5 speaker-independent folds of "
+            "train.data.ravdess.speaker_folds; UAR/WA = mean over the folds listed per row. Teachers: per-fold results "
+            "trained and evaluated on an H100 (teachers.json). Students: each fold's exported file through the SDK "
+            "(edgeser.load(path).classify) on that fold's held-out actors: the windowed student clip by clip; the "
+            "adaptive student (test-time adaptive normalisation) as sessions (headline: per held-out speaker one "
+            "stream, the speaker's clips in a fixed shuffled order, the adaptation statistics carried from clip to "
+            "clip) and clip by clip (per_clip); the causal student clip by clip (the stateful step, state reset per "
+            "speech segment, score = its latest output). Costs on one CPU thread of this machine, as process CPU "
+            "time ('cpu': the cost itself; the machine is shared, so wall time, also recorded, includes other jobs).")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variants", nargs="+", default=list(STUDENT_VARIANTS), choices=STUDENT_VARIANTS)
+    ap.add_argument("--only", nargs="+", choices=("windowed", "adapt", "causal"), default=None,
+                    help="measure only these students; the other student rows, the front end and the VAD delay are "
+                         "kept from results/compare.json (teacher rows re-read)")
+    ap.add_argument("--variants", nargs="+", default=list(STUDENT_VARIANTS), choices=STUDENT_VARIANTS,
+                    help="windowed / adaptive student variants")
     ap.add_argument("--folds", nargs="+", type=int, default=list(range(N_FOLDS)), help="student folds")
-    ap.add_argument("--limit", nargs="*", default=[], help="fewer folds for a variant: VARIANT:FOLDS (pte-fp32:0)")
+    ap.add_argument("--limit", nargs="*", default=[],
+                    help="fewer folds for a variant: VARIANT:FOLDS (pte-fp32:0 adapt-pte-int8:0 causal-pte-fp32:0)")
     ap.add_argument("--seconds", type=float, default=120.0, help="recording for RTF / live latency / memory")
     ap.add_argument("--plots-only", action="store_true", help="redraw the PNGs from results/compare.json")
     ap.add_argument("--refresh-teachers", action="store_true",
@@ -844,47 +940,73 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     t_start, load0 = time.time(), os.getloadavg()
+    measure = a.only or ["windowed", "adapt", "causal"]
+    prev = None
+    if "windowed" not in measure or a.only:
+        prev = _load_json(RESULTS / "compare.json", "the comparison whose other rows --only keeps",
+                          "python benchmarks/compare.py")
     limits = _parse_limits(a.limit)
-    folds_for = {v: limits.get(v, sorted(a.folds)) for v in a.variants}
-    for v in a.variants:  # fail early on missing inputs
-        for k in folds_for[v]:
-            student_checkpoint(k)
+    folds_for = {r: {v: limits.get(variant_name(r, v), sorted(a.folds)) for v in a.variants} for r in RECIPES}
+    causal_folds = {v: limits[variant_name("causal", v)] for v in CAUSAL_VARIANTS if variant_name("causal", v) in limits}
+    for r in RECIPES:  # fail early on missing inputs
+        if r in measure:
+            for v in a.variants:
+                for k in folds_for[r][v]:
+                    student_checkpoint(k, r)
     for name, what, cmd in (("teachers.json", "the teachers' per-fold results",
                              "bash scripts/gpu_teachers.sh ... (see benchmarks/README.md, 'Teachers')"),
                             ("teacher_timing_cpu.json", "the teachers' CPU timings",
                              "python benchmarks/teacher_timing.py --device cpu")):
         _load_json(RESULTS / name, what, cmd)
-    causal_checkpoints()
-    s_rows, ctx = student_rows(a.variants, folds_for, a.seconds)
-    ctx["seconds"] = a.seconds
-    c_rows, c_missing = causal_rows(ctx)
-    _, clips = _ravdess()
-    held = set(ctx["info"].training["validation"]["test_speakers"])
-    fe = frontend_cost(next(c.path for c in clips if c.speaker in held))
-    t_rows, t_missing = teacher_rows(fe, ctx["vad_final"])
+    if "causal" in measure:
+        causal_checkpoints()
+    rows_by: dict[str, list[dict]] = {}
+    kept: dict[str, dict] = {}
+    ctx: dict = {}
+    for r in ("windowed", "adapt"):
+        if r in measure:
+            rows_by[r], c = student_rows(a.variants, folds_for[r], a.seconds, r)
+            if r == "windowed":
+                ctx = c
+    c_missing: list[str] = []
+    if "causal" in measure:
+        rows_by["causal"], c_missing = causal_rows(a.seconds, causal_folds)
+    if prev is not None:
+        for r in ("windowed", "adapt", "causal"):
+            if r not in measure:
+                rows_by[r] = [x for x in prev["rows"] if ROW_RECIPE.get(x["kind"]) == r and x.get("recipe", r) == r]
+                if rows_by[r]:  # the run that measured them (through any number of --only runs since)
+                    kept[r] = (prev.get("kept") or {}).get(r) or {"command": prev.get("command"),
+                                                                  "date": prev.get("date")}
+                if r == "causal":
+                    c_missing = [m for m in prev.get("missing", []) if m.startswith("causal student fold")]
+    if ctx:
+        _, clips = _ravdess()
+        held = set(ctx["info"].training["validation"]["test_speakers"])
+        fe = frontend_cost(next(c.path for c in clips if c.speaker in held))
+        vad_final = ctx["vad_final"]
+        rec = {"seconds": float(ctx["audio"].size / 16000), "fold": ctx["fold"], "clips": len(ctx["spans"]),
+               "what": "held-out clips of that fold back to back with 0.8 s pauses (default_model.recording)"}
+    else:
+        fe, vad_final, rec = prev["frontend"], prev["vad_final_after_speech_end_s"], prev["recording"]
+    t_rows, t_missing = teacher_rows(fe, vad_final)
+    s_rows = rows_by.get("windowed", []) + rows_by.get("adapt", [])
+    c_rows = rows_by.get("causal", [])
     rows = t_rows + s_rows + c_rows
-    missing = t_missing + c_missing + [f"causal {r['variant']}: {r['note']}" for r in c_rows if r.get("uar") is None]
+    missing = t_missing + c_missing + [f"{short_name(r)}: {r['note']}" for r in s_rows + c_rows if r.get("uar") is None]
     pngs = plots(rows)
     cpu = json.loads((RESULTS / "teacher_timing_cpu.json").read_text())
     cuda_p = RESULTS / "teacher_timing_cuda.json"
     cuda = json.loads(cuda_p.read_text()) if cuda_p.is_file() else None
     payload = {
         "threads": 1, "clock": "cpu", "labels": list(LABELS), "rows": rows, "missing": missing, "plots": pngs,
-        "frontend": fe, "vad_final_after_speech_end_s": ctx["vad_final"],
-        "recording": {"seconds": float(ctx["audio"].size / 16000), "fold": ctx["fold"], "clips": len(ctx["spans"]),
-                      "what": "held-out clips of that fold back to back with 0.8 s pauses (default_model.recording)"},
+        "measured": list(measure), "kept": kept,
+        "frontend": fe, "vad_final_after_speech_end_s": vad_final, "recording": rec,
         "inputs": {"teachers": "benchmarks/results/teachers.json",
                    "teacher_timing_cpu": {k: cpu[k] for k in ("command", "date", "machine", "load_average") if k in cpu},
                    "teacher_timing_cuda": ({k: cuda[k] for k in ("command", "date", "environment") if k in cuda}
                                            if cuda else None)},
-        "protocol": ("RAVDESS actors 01-20, neutral/happy/angry/sad, the 5 speaker-independent folds of "
-                     "train.data.ravdess.speaker_folds; UAR/WA = mean over the folds listed per row. Teachers: "
-                     "per-fold results trained and evaluated on an H100 (teachers.json); windowed students: the "
-                     "exported file through the SDK (edgeser.load(path).classify) on each fold's held-out actors; "
-                     "causal student: the exported step through export.causal's runner, clip streamed from a fresh "
-                     "state, logits after the last chunk. Costs on one CPU thread of this machine, as process CPU "
-                     "time ('cpu': the cost itself; the machine is shared, so wall time, also recorded, includes "
-                     "other jobs)."),
+        "protocol": PROTOCOL,
         "load_average": {"start": list(load0), "end": list(os.getloadavg())},
         "wall_seconds": round(time.time() - t_start, 1),
     }

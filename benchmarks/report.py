@@ -14,8 +14,13 @@ RES = HERE / "results"
 
 
 def _load(name):
+    """A result file, or None if absent (or half-written by a job that is still running)."""
     p = RES / name
-    return json.loads(p.read_text()) if p.is_file() else None
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except ValueError:
+        print(f"report.py: {p} is not complete JSON (being written?); skipped", file=sys.stderr)
+        return None
 
 
 def _prov(d) -> str:
@@ -28,18 +33,23 @@ def _pct(x) -> str:
     return f"{100 * x:.1f}"
 
 
-def default_model(d) -> list[str]:
+def default_model(d, name="default_model.json") -> list[str]:
     out = ["## The bundled default model (through the SDK, one CPU thread)", "", _prov(d), ""]
     out += ["Validation speakers (never trained on): " + ", ".join(d["validation_speakers"]), ""]
-    out += ["| backend | file MiB | UAR % | WA % | macro-F1 % | recall N/H/A/S % | analyze() RTF | window p50 / p95 ms | "
+    out += ["| backend | file MiB | UAR % | WA % | macro-F1 % | recall N/H/A/S % | session UAR % | session recall N/H/A/S % "
+            "| analyze() RTF CPU / wall | window p50 / p95 ms | "
             "first partial after onset s (mean / p95 / max) | final after speech end s (mean / p95 / max) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for b, r in d["models"].items():
         a, s, lv = r["accuracy"], r["speed"], r["live"]
         rec = "/".join(_pct(a["recall"][k]) for k in a["labels"])
+        sa = r.get("accuracy_session")
+        srec = "/".join(_pct(sa["recall"][k]) for k in sa["labels"]) if sa else "—"
         fp, fe = lv["first_partial_after_onset_s"], lv["final_after_speech_end_s"]
+        rtf = f"{s['rtf_cpu']:.4f} / {s['rtf']:.4f}" if "rtf_cpu" in s else f"— / {s['rtf']:.4f}"
         out.append(f"| {b} | {r['mib']:.2f} | {_pct(a['uar'])} | {_pct(a['wa'])} | {_pct(a['macro_f1'])} | {rec} | "
-                   f"{s['rtf']:.4f} | {s['window_ms_p50']:.1f} / {s['window_ms_p95']:.1f} | "
+                   f"{_pct(sa['uar']) if sa else '—'} | {srec} | "
+                   f"{rtf} | {s['window_ms_p50']:.1f} / {s['window_ms_p95']:.1f} | "
                    f"{fp['mean']:.2f} / {fp['p95']:.2f} / {fp['max']:.2f} | {fe['mean']:.2f} / {fe['p95']:.2f} / {fe['max']:.2f} |")
     rss = d.get("onnx_only_process_peak_rss_mib")
     rss_txt = f" A fresh process that only runs the ONNX model (no torch) over that recording: {rss:.0f} MiB." if rss else ""
@@ -62,8 +72,14 @@ def default_model(d) -> list[str]:
     return out
 
 
-def student_cv(d) -> list[str]:
-    out = ["## The default recipe, speaker-independent 5-fold cross-validation", "", _prov(d), "", d.get("protocol", ""), ""]
+def student_cv(d, name="student_cv.json") -> list[str]:
+    title = ("The shipped recipe (test-time adaptive normalisation)" if "adapt" in name
+             else "The recipe without test-time adaptation")
+    proto = d.get("protocol", "")
+    if "adapt" in name:
+        proto += ("; test-time adaptation: UAR with the speaker's statistics from all of their other held-out clips "
+                  "(a long session), uar_off with the training mean only")
+    out = [f"## {title}, speaker-independent 5-fold cross-validation", "", _prov(d), "", proto, ""]
     out += ["| variant | fold | test actors | UAR % | WA % | recall N/H/A/S % | train s | device |",
             "|---|---|---|---|---|---|---|---|"]
     for name, v in d["variants"].items():
@@ -174,6 +190,19 @@ def _folds(r) -> str:
     return "all 5" if f == list(range(5)) else (", ".join(map(str, f)) or "—")
 
 
+ROW_NAMES = {"student": "student (windowed)", "adaptive": "student (adaptive) — session", "causal": "student (causal)"}
+
+
+def _row_name(r) -> str:
+    return f"teacher {r['model']}" if r["kind"] == "teacher" else ROW_NAMES.get(r["kind"], r["kind"])
+
+
+def _per_clip_uar(r) -> str:
+    """The per-clip UAR of a row whose headline is another protocol (the adaptive student's sessions), else —."""
+    pc = r.get("per_clip") if r.get("headline") == "session" else None
+    return _pct(pc["uar"]) if pc else "—"
+
+
 def compare(d) -> list[str]:
     """Every teacher and every student in one table (benchmarks/compare.py -> results/compare.json)."""
     clock = d.get("clock", "cpu")
@@ -184,19 +213,23 @@ def compare(d) -> list[str]:
     out = ["## Teachers vs students: accuracy, size, speed, memory (same folds)", "", _prov(d), ""]
     if refreshed:
         out += [f"_Teacher rows re-read by `{refreshed['command']}` — {refreshed['date']}_", ""]
+    for recipe, k in (d.get("kept") or {}).items():
+        out += [f"_{ROW_NAMES.get({'windowed': 'student', 'adapt': 'adaptive'}.get(recipe, recipe), recipe)} rows "
+                f"kept from the earlier run `{k.get('command', '?')}` — {k.get('date', '?')} (not re-measured)_", ""]
     out += [d.get("protocol", ""), "",
-           f"| model | variant / backbone | format | UAR % | WA % | folds | params M | file MiB | RTF (1 thread) | per-clip ms p50 / p95 "
-           f"| per-chunk ms p50 / p95 | peak RSS MiB | final after speech end s (mean / p95) | {gpu_head} |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           f"| model | variant / backbone | format | UAR % | WA % | per-clip UAR % (session rows) | folds | params M | "
+           f"file MiB | RTF (1 thread) | per-clip ms p50 / p95 | per-chunk ms p50 / p95 | peak RSS MiB | "
+           f"final after speech end s (mean / p95) | trained on | {gpu_head} |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for r in d["rows"]:
-        name = {"teacher": f"teacher {r['model']}", "student": "student (windowed)",
-                "causal": "student (causal)"}[r["kind"]]
+        name = _row_name(r)
         name = f"**{name}**" if r["kind"] != "teacher" or r.get("variant") == "full" else name
         fmt = f"{r['format']} {r['quantization']}"
         what = r["variant"] if r["kind"] == "teacher" else r.get("backbone", "")
         if r.get("uar") is None:
-            out.append(f"| {name} | {what} | {fmt} | — | — | — | {_params(r)} | | | | | | | {r.get('note', '')} |")
+            out.append(f"| {name} | {what} | {fmt} | — | — | — | — | {_params(r)} | | | | | | | "
+                       f"{r.get('trained_on') or ''} | {r.get('note', '')} |")
             continue
         clip = r["clip_ms"][clock]
         chunk = (r.get("chunk_ms") or {}).get(clock)
@@ -204,15 +237,18 @@ def compare(d) -> list[str]:
         g = r.get("gpu")
         gtxt = f"{g['fp32_ms']['p50']:.1f} / {_n((g.get('bf16_ms') or {}).get('p50'))}" if g else "—"
         mark = " (!)" if r.get("export_check_failed") else ""
-        out.append(f"| {name} | {what} | {fmt}{mark} | {_pct(r['uar'])} | {_pct(r['wa'])} | {_folds(r)} | "
-                   f"{_params(r)} | {r['file_mib']:.1f} | {r['rtf'][clock]:.4f} | {clip['p50']:.0f} / {clip['p95']:.0f} | "
+        out.append(f"| {name} | {what} | {fmt}{mark} | {_pct(r['uar'])} | {_pct(r['wa'])} | {_per_clip_uar(r)} | "
+                   f"{_folds(r)} | {_params(r)} | {r['file_mib']:.1f} | {r['rtf'][clock]:.4f} | "
+                   f"{clip['p50']:.0f} / {clip['p95']:.0f} | "
                    + (f"{chunk['p50']:.1f} / {chunk['p95']:.1f} | " if chunk else "— | ")
-                   + f"{r['peak_rss_mib']:.0f} | {_n(fin.get('mean'), '.2f')} / {_n(fin.get('p95'), '.2f')} | {gtxt} |")
+                   + f"{r['peak_rss_mib']:.0f} | {_n(fin.get('mean'), '.2f')} / {_n(fin.get('p95'), '.2f')} | "
+                   f"{r.get('trained_on') or '—'} | {gtxt} |")
         if r.get("note"):
             notes.append(f"- (!) {name} {fmt}: {r['note']}: " + "; ".join(
                 f"fold {k}: {v}" for k, v in r["export_check_failed"].items()) if mark else f"- {name} {fmt}: {r['note']}")
     teacher = next((r for r in d["rows"] if r["kind"] == "teacher"), None)
-    student = next((r for r in d["rows"] if r["kind"] == "student"), None)
+    student = next((r for r in d["rows"] if r["kind"] == "student" and r.get("uar") is not None), None)
+    adaptive = next((r for r in d["rows"] if r["kind"] == "adaptive" and r.get("uar") is not None), None)
     causal = next((r for r in d["rows"] if r["kind"] == "causal" and r.get("uar") is not None), None)
     tokens = max((r.get("text_tokens") or 0 for r in d["rows"]), default=0)
     out += ["", f"Costs are process CPU time on one thread (`{clock}`; wall time, inflated by other jobs on this shared "
@@ -242,10 +278,19 @@ def compare(d) -> list[str]:
                    "analyses that recording (for `.pte` files the ExecuTorch Python bindings import torch, which an "
                    f"app on a phone does not carry); final after speech end: {student['final_how']}; speed, memory and "
                    f"live latency on fold {student['speed_fold']}'s files.")
+    if adaptive:
+        out.append("- Adaptive student (test-time adaptive normalisation: the speaker/session mean of the encoder "
+                   "features subtracted before the head): **UAR / WA are per session** — "
+                   + adaptive.get("protocol", "") + ". Costs and latencies measured as for the windowed students "
+                   "(`analyze()` and the live stream adapt as they go).")
     if causal:
-        out.append(f"- Causal student: {causal['protocol']}; per chunk = {causal['chunk_ms']['what']}; RTF = "
-                   "LogMelStream + Silero VAD + a step on every chunk of the recording, fed 200 ms at a time; "
-                   f"final after speech end: {causal['final_how']}.")
+        out.append(f"- Causal student: {causal['protocol']}; per chunk = {causal['chunk_ms']['what']}; final after "
+                   f"speech end: {causal['final_how']}. Cross-check UAR per fold (`stream_fresh_state_uar`): "
+                   + "; ".join(f"{r['format']} {r['quantization']} "
+                               + " / ".join(_pct(v) for _, v in sorted(r["stream_fresh_state_uar"].items()))
+                               + f" (mean {_pct(sum(r['stream_fresh_state_uar'].values()) / len(r['stream_fresh_state_uar']))})"
+                               for r in d["rows"] if r["kind"] == "causal" and r.get("stream_fresh_state_uar"))
+                   + ".")
     out += notes
     if d.get("missing"):
         out += ["", "Missing (reported, not skipped silently):", ""] + [f"- {m}" for m in d["missing"]]
@@ -256,23 +301,46 @@ def compare(d) -> list[str]:
     return out
 
 
+def _pick(rows, kind, fmt="onnx", q="int8"):
+    """The row of ``kind`` in ``fmt`` / ``q`` with a result (else any of that kind with a result)."""
+    have = [r for r in rows if r["kind"] == kind and r.get("uar") is not None]
+    return next((r for r in have if r["format"] == fmt and r["quantization"] == q), have[0] if have else None)
+
+
 def compare_summary(d) -> list[str]:
-    """The short version for the top-level README: full teachers and every student."""
+    """The short version for the top-level README: the best teacher and the int8 ONNX file of each student."""
     clock = d.get("clock", "cpu")
-    out = ["Teachers vs on-device students (same folds; costs on one CPU thread; from `benchmarks/compare.py`):", "",
-           "| model | format | UAR % | folds | params M | file MiB | per-clip ms (p50) | RTF | final after speech end s |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for r in d["rows"]:
-        if r.get("uar") is None or (r["kind"] == "teacher" and r.get("variant") != "full"):
+    rows = d["rows"]
+    teachers = [r for r in rows if r["kind"] == "teacher" and r.get("variant") == "full" and r.get("uar") is not None]
+    picks = []
+    if teachers:
+        best = max(teachers, key=lambda r: r["uar"])
+        picks.append((f"best teacher ({best['model']})", best, best["uar"]))
+    for kind, label in (("student", "windowed student"), ("adaptive", "adaptive student"), ("causal", "causal student")):
+        r = _pick(rows, kind)
+        if r is None:
             continue
-        name = {"teacher": f"teacher {r['model']}", "student": "student (windowed)", "causal": "student (causal)"}[r["kind"]]
+        if r.get("headline") == "session":
+            picks.append((f"{label}, session", r, r["uar"]))
+            if r.get("per_clip"):
+                picks.append((f"{label}, per clip", r, r["per_clip"]["uar"]))
+        else:
+            picks.append((label, r, r["uar"]))
+    out = ["Teachers vs on-device students (same speaker-independent folds; costs on one CPU thread; from "
+           "`benchmarks/compare.py`, every row in [`benchmarks/README.md`](benchmarks/README.md)):", "",
+           "| model | format | UAR % | folds | file MiB | RTF | final after speech end s (mean) |",
+           "|---|---|---|---|---|---|---|"]
+    for label, r, uar in picks:
         fin = (r.get("final_after_speech_end_s") or {}).get("mean")
         mark = " (!)" if r.get("export_check_failed") else ""
-        out.append(f"| {name} | {r['format']} {r['quantization']}{mark} | {_pct(r['uar'])} | {_folds(r)} | {_params(r)} | "
-                   f"{r['file_mib']:.1f} | {r['clip_ms'][clock]['p50']:.0f} | {r['rtf'][clock]:.4f} | {_n(fin, '.2f')} |")
-    if any(r.get("export_check_failed") for r in d["rows"]):
-        out += ["", "(!) one fold's file failed the exporter's check against eager PyTorch and was evaluated anyway "
+        out.append(f"| {label} | {r['format']} {r['quantization']}{mark} | {_pct(uar)} | {_folds(r)} | "
+                   f"{r['file_mib']:.1f} | {r['rtf'][clock]:.4f} | {_n(fin, '.2f')} |")
+    if any(r.get("export_check_failed") for _, r, _ in picks):
+        out += ["", "(!) a fold's file failed the exporter's check against eager PyTorch and was evaluated anyway "
                 "(details in [`benchmarks/README.md`](benchmarks/README.md))."]
+    if any(r.get("headline") == "session" for _, r, _ in picks):
+        out += ["", "Session = each held-out speaker's clips one after another through one stream (the adaptation "
+                "statistics carried from clip to clip); per clip = every clip alone."]
     return out + [""]
 
 
@@ -315,6 +383,100 @@ def hardening(d) -> list[str]:
                   "parallel streams), `tests/test_privacy.py`.", ""]
 
 
+CALIBRATION_FILES = (
+    ("calibration.json", "Calibrated confidence: the student without test-time adaptation",
+     "non-adaptive student", "python benchmarks/calibration.py --runs runs/cv_small"),
+    ("calibration_adapt.json", "Calibrated confidence: the adaptive student (session protocol)",
+     "adaptive student, session protocol", "python benchmarks/calibration.py (adaptive student, session protocol)"),
+)
+
+
+def _absent(name: str, what: str) -> list[str]:
+    return [f"_No `results/{name}` yet: {what} (skipped)._", ""]
+
+
+def _render(module: str, results: dict, **kw) -> list[str]:
+    """``benchmarks.<module>.render_markdown(results)`` as lines; a note instead if it cannot render this file."""
+    import importlib
+
+    if str(HERE.parent) not in sys.path:  # run as a script: the repository root, so that `benchmarks.*` imports
+        sys.path.insert(0, str(HERE.parent))
+    try:
+        text = importlib.import_module(f"benchmarks.{module}").render_markdown(results, **kw)
+    except Exception as exc:  # noqa: BLE001  (a file being rewritten, or of an older layout: say so, render the rest)
+        return [f"_`results/{module}` could not be rendered ({type(exc).__name__}: {exc}); re-run "
+                "`python benchmarks/report.py` when it is complete._", ""]
+    return text.rstrip("\n").split("\n") + [""]
+
+
+def robustness_section(d) -> list[str]:
+    """The robustness section (``benchmarks/robustness.py``'s own renderer) of benchmarks/README.md."""
+    if d is None:
+        return ["## Robustness", ""] + _absent("robustness.json", "`python benchmarks/robustness.py`")
+    lines = _render("robustness", d)
+    return lines if lines[0].startswith("## ") else ["## Robustness", ""] + lines
+
+
+def calibration_sections(files) -> list[str]:
+    """One section per calibration result present (``benchmarks/calibration.py``'s renderer), each with its own
+    heading; ``files`` = [(name, heading, short, command, results or None)]."""
+    out = []
+    for name, heading, _, command, d in files:
+        if d is None:
+            out += [f"## {heading}", ""] + _absent(name, f"`{command}`")
+            continue
+        lines = _render("calibration", d)
+        if lines and lines[0].startswith("## "):
+            lines[0] = f"## {heading}"
+        else:
+            lines = [f"## {heading}", ""] + lines
+        png = d.get("reliability_png")
+        if png and png != "reliability.png":
+            lines = [ln.replace("results/reliability.png)", f"results/{png})") for ln in lines]
+        out += lines
+    return out
+
+
+def robustness_summary(d) -> list[str]:
+    """One line per model and adaptation mode for the README: clean vs mean shift UAR, worst condition, lowest neutral
+    recall."""
+    if not d:
+        return ["- Robustness: no `benchmarks/results/robustness.json` yet."]
+    out = []
+    for name, mr in (d.get("models") or {}).items():
+        for mode, s in (mr.get("summary") or {}).items():
+            if "mean_shift_uar" not in s:
+                continue
+            nr = s.get("neutral_recall_min") or {}
+            conds = nr.get("conditions") or [nr.get("condition", "?")]
+            more = f" and {len(conds) - 2} more" if len(conds) > 2 else ""
+            out.append(f"- Robustness (`{name}`, adaptation `{mode}`): clean UAR {_pct(s['clean_uar'])} % vs "
+                       f"{_pct(s['mean_shift_uar'])} % mean over {s.get('n_shift_conditions', '?')} shifted recording "
+                       f"conditions; worst {s['worst']['condition']} {_pct(s['worst']['uar'])} %; lowest neutral "
+                       f"recall {_pct(nr.get('value', 0.0))} % ({', '.join(conds[:2])}{more}).")
+    return out or ["- Robustness: `benchmarks/results/robustness.json` has no summary yet (a run in progress?)."]
+
+
+def calibration_summary(files) -> list[str]:
+    out = []
+    for name, _, short, _, d in files:
+        if not d:
+            continue
+        try:
+            p = d["pooled"]
+            tgt = d.get("ece_target")
+            met = "" if tgt is None else f" (target {tgt}: {'met' if p['after']['ece'] <= tgt else 'not met'})"
+            out.append(f"- Calibration ({short}, {p['clips']} clips of {p['speakers']} held-out speakers pooled): ECE "
+                       f"{p['before']['ece']:.4f} before, {p['after']['ece']:.4f} after temperature scaling{met}.")
+        except (KeyError, TypeError):
+            out.append(f"- Calibration ({short}): `benchmarks/results/{name}` is incomplete.")
+    return out or ["- Calibration: no `benchmarks/results/calibration*.json` yet."]
+
+
+def _calibration_files():
+    return [(n, h, s, c, _load(n)) for n, h, s, c in CALIBRATION_FILES]
+
+
 def _load_file(p: Path):
     return json.loads(p.read_text()) if p.is_file() else None
 
@@ -332,20 +494,26 @@ def readme_summary() -> list[str]:
     if d:
         out += [f"Bundled model on RAVDESS actors never trained on ({', '.join(d['validation_speakers'])}), one CPU "
                 f"thread, {d['date']}:", "",
-                "| backend | file MiB | UAR % | WA % | analyze() real-time factor | model ms / 2 s window (p50) |",
-                "|---|---|---|---|---|---|"]
+                "| backend | file MiB | UAR % per clip | UAR % per session | WA % per clip | analyze() RTF (CPU time) | "
+                "model ms / 2 s window (p50, wall) |",
+                "|---|---|---|---|---|---|---|"]
         for b, r in d["models"].items():
-            out.append(f"| {b} | {r['mib']:.1f} | {_pct(r['accuracy']['uar'])} | {_pct(r['accuracy']['wa'])} | "
-                       f"{r['speed']['rtf']:.4f} | {r['speed']['window_ms_p50']:.1f} |")
-        out.append("")
+            sess = r.get("accuracy_session")
+            out.append(f"| {b} | {r['mib']:.1f} | {_pct(r['accuracy']['uar'])} | {_pct(sess['uar']) if sess else '—'} | "
+                       f"{_pct(r['accuracy']['wa'])} | {r['speed'].get('rtf_cpu', r['speed']['rtf']):.4f} | "
+                       f"{r['speed']['window_ms_p50']:.1f} |")
+        out += ["", "Per clip: every clip alone (`edgeser.classify`); per session: each speaker's clips one after another "
+                "through one stream, so the test-time adaptation carries the speaker's statistics (a live session).", ""]
     cv = _load("student_cv.json")
+    cv_adapt = _load("student_cv_adapt.json")
     t = _load("teachers.json")
     if cv or t:
         out += ["Speaker-independent 5-fold cross-validation on RAVDESS (4 classes, same folds):", "",
                 "| model | backbone | mean UAR % | mean WA % | trained on |", "|---|---|---|---|---|"]
-        if cv:
-            for name, v in cv["variants"].items():
-                out.append(f"| student (shipped recipe): {name} | whisper-tiny.en | {_pct(v['mean_uar'])} | "
+        for label, data in (("student, shipped recipe (test-time adaptation, session)", cv_adapt),
+                            ("student without adaptation", cv)):
+            for name, v in (data or {}).get("variants", {}).items():
+                out.append(f"| {label}: {name} | whisper-tiny.en | {_pct(v['mean_uar'])} | "
                            f"{_pct(v['mean_wa'])} | {v['folds'][0]['device']} |")
         if t:
             groups: dict[str, list[dict]] = {}
@@ -359,6 +527,7 @@ def readme_summary() -> list[str]:
     c = _load("compare.json")
     if c:
         out += compare_summary(c)
+    out += robustness_summary(_load("robustness.json")) + calibration_summary(_calibration_files()) + [""]
     return out + [README_END]
 
 
@@ -378,10 +547,11 @@ def update_readme(path: Path) -> bool:
 def main() -> int:
     lines = ["# Benchmarks", "", "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; every "
              "result file records the command that produced it, the machine and the date.", ""]
-    for name, fn in (("default_model.json", default_model), ("student_cv.json", student_cv)):
+    for name, fn in (("default_model.json", default_model), ("student_cv_adapt.json", student_cv),
+                     ("student_cv.json", student_cv)):
         d = _load(name)
         if d is not None:
-            lines += fn(d)
+            lines += fn(d, name)
     cv_files = [(p.name, json.loads(p.read_text())) for p in sorted(RES.glob("student_cv*.json"))]
     if cv_files:
         lines += ablations(cv_files)
@@ -398,6 +568,13 @@ def main() -> int:
     d = _load("hardening.json")
     if d is not None:
         lines += hardening(d)
+    lines += robustness_section(_load("robustness.json"))
+    d = _load("shortcuts.json")
+    if d is not None:
+        from benchmarks.shortcuts import render_markdown as shortcuts_md
+
+        lines += shortcuts_md(d).splitlines() + [""]
+    lines += calibration_sections(_calibration_files())
     (HERE / "README.md").write_text("\n".join(lines) + "\n")
     print(HERE / "README.md")
     if update_readme(HERE.parent / "README.md"):

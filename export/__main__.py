@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from train.data.ravdess import load_ravdess
 
     from .core import export_onnx, export_pte, verify
-    from .student import build_from_checkpoint, stream_check, verification_windows
+    from .student import build_from_checkpoint, clip_check, stream_check, verification_windows
 
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     model, info = build_from_checkpoint(ck, name=a.name, version=__version__, quantization=a.quantize)
@@ -57,9 +57,11 @@ def main(argv=None) -> int:
                  "output_names": [info.output_name] + [s["output"] for s in info.state]}
     report = {"checkpoint": str(a.checkpoint), "command": "python -m export " + " ".join(argv or sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "files": {}}
-    # fp32 exports must match eager closely; dynamic int8 is compared with the same tolerance on labels
+    # fp32 exports must match eager closely. Dynamic int8: logits within 0.6, single windows near a tie may flip
+    # (>= 95 % of windows agree), but every clip's label (Model.classify) and every segment of a 60 s stream must be
+    # identical to eager PyTorch's
     atol = 1e-3 if a.quantize == "none" else 0.6
-    agree = 1.0 if a.quantize == "none" else 0.97
+    agree = 1.0 if a.quantize == "none" else 0.95
     for fmt in a.format:
         path = a.out / f"{a.name}.{fmt}"
         t0 = time.time()
@@ -71,9 +73,11 @@ def main(argv=None) -> int:
         took = time.time() - t0
         v = verify(model, path, windows, atol=atol, min_label_agreement=agree)
         s = stream_check(model, info, path, pick, seconds=a.stream_seconds)
+        c = clip_check(model, info, path, pick)
         report["files"][path.name] = {"bytes": path.stat().st_size, "export_seconds": round(took, 1),
-                                      "windows_vs_eager": v, "stream_vs_eager": s}
-        print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB, {took:.0f} s, {json.dumps(v)}, stream {json.dumps(s)}")
+                                      "windows_vs_eager": v, "clips_vs_eager": c, "stream_vs_eager": s}
+        print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB, {took:.0f} s, {json.dumps(v)}, clips {json.dumps(c)}, "
+              f"stream {json.dumps(s)}")
     (a.out / f"{a.name}.export.json").write_text(json.dumps(report, indent=1))
     return 0
 

@@ -111,6 +111,25 @@ def stream_check(model, info: ModelInfo, path, clips, seconds: float = 60.0) -> 
     diff = max((abs(r.scores[k] - g.scores[k]) for r, g in zip(ref, got) for k in r.scores), default=0.0)
     res = {"seconds": seconds, "segments": len(ref), "label_agreement": same / max(len(ref), 1),
            "max_score_diff": float(diff)}
-    if res["label_agreement"] < 0.95:
+    if res["label_agreement"] < 1.0:
         raise ExportMismatch(f"{path}: stream labels differ from eager: {res}")
+    return res
+
+
+def clip_check(model, info: ModelInfo, path, clips) -> dict:
+    """Every clip through ``Model.classify`` (what a user gets) with the exported file and with eager PyTorch: the
+    labels must be identical; report the largest score difference. Raises ExportMismatch otherwise."""
+    from .core import ExportMismatch
+
+    ref_m, got_m = Model(TorchBackend(model, info)), Model(open_backend(path))
+    diff, differ = 0.0, []
+    for c in clips:
+        x = load_audio(c.path)
+        r, g = ref_m.classify(x, SAMPLE_RATE), got_m.classify(x, SAMPLE_RATE)
+        diff = max(diff, max(abs(r.scores[k] - g.scores[k]) for k in r.scores))
+        if r.label != g.label:
+            differ.append((c.path, r.label, g.label))
+    res = {"clips": len(clips), "identical_labels": len(clips) - len(differ), "max_score_diff": float(diff)}
+    if differ:
+        raise ExportMismatch(f"{path}: clip labels differ from eager on {len(differ)} clip(s): {differ[:3]} ({res})")
     return res

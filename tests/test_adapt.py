@@ -26,15 +26,9 @@ STATE = (
 
 
 def _adaptive_model(seed=0, decay=0.9):
-    from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    from tests.test_export import tiny_encoder
 
-    torch.manual_seed(seed)
-    cfg = WhisperConfig(num_mel_bins=80, d_model=16, encoder_layers=2, encoder_attention_heads=2,
-                        encoder_ffn_dim=32, max_source_positions=W // 2, decoder_layers=1, decoder_attention_heads=2,
-                        decoder_ffn_dim=32)
-    cfg._attn_implementation = "eager"
-    enc = WhisperEncoder(cfg).eval()
+    enc = tiny_encoder(seed, W)
     head = CTARNN(CTARNNConfig(n_channels=3, d_in=16, d_rnn=8, n_heads=2, d_head=4, dropout=0.0, time_pool=2,
                                adapt=True, adapt_prior=2.0, adapt_decay=decay))
     with torch.no_grad():

@@ -51,7 +51,13 @@ def _fake_results(with_gpu=True):
             _row("teacher", variant="no_ctc", uar=0.75, clip=880.0, mib=256.0),
             _row("student", variant="onnx-int8", uar=0.79, clip=60.0, mib=12.0, quantization="int8",
                  export_check_failed={"2": "label agreement 0.966"}, note="fold 2 failed the export check"),
-            _row("causal", variant="onnx-fp32", uar=0.66, clip=20.0, mib=8.0, folds=[0]),
+            _row("adaptive", variant="onnx-int8", uar=0.83, clip=61.0, mib=12.1, quantization="int8",
+                 headline="session", per_clip={"uar": 0.795, "wa": 0.80}, protocol="sessions per speaker"),
+            _row("causal", variant="onnx-fp32", uar=0.66, clip=20.0, mib=8.0, folds=[0],
+                 stream_fresh_state_uar={"0": 0.656}, trained_on="NVIDIA H100 80GB HBM3",
+                 chunk_ms={"cpu": {"p50": 1.1, "p95": 1.3}, "wall": {"p50": 2.0, "p95": 3.0},
+                           "what": "one step, 200 ms chunk"}),
+            _row("causal", variant="onnx-int8", uar=0.64, clip=18.0, mib=2.6, quantization="int8", folds=[0, 1]),
             {"kind": "causal", "model": "c", "variant": "pte-int8", "format": "pte", "quantization": "int8",
              "uar": None, "wa": None, "folds": [], "params": 2_000_000, "text_encoder_params": 0,
              "note": "not exported"},
@@ -118,28 +124,41 @@ def test_plot_confusions_writes_png(tmp_path):
 
 def test_short_names():
     rows = _fake_results()["rows"]
-    assert [C.short_name(r) for r in rows[:4]] == ["mmer", "mmer/no_ctc", "student onnx int8", "causal onnx fp32"]
+    assert [C.short_name(r) for r in rows[:5]] == ["mmer", "mmer/no_ctc", "student onnx int8",
+                                                   "adaptive onnx int8", "causal onnx fp32"]
 
 
 def test_compare_table_renders():
     lines = R.compare(_fake_results())
     text = "\n".join(lines)
     table = [ln for ln in lines if ln.startswith("| ")]
-    assert len(table) == 1 + 5  # header + one line per row
+    assert len(table) == 1 + 7  # header + one line per row
     n_cols = table[0].count("|")
     assert all(ln.count("|") == n_cols for ln in table)
-    assert "NVIDIA H100" in table[0]
+    assert "NVIDIA H100" in table[0] and "per-clip UAR % (session rows)" in table[0]
     teacher = table[1]
     assert "**teacher mmer**" in teacher and "80.0" in teacher and "81.0" in teacher and "all 5" in teacher
     assert "44.9 + 22.6 text" in teacher and "900 / 1080" in teacher and "7.5 / 5.2" in teacher
     assert "0.2571" in teacher  # RTF = 900 ms / 3.5 s
     assert "| teacher mmer | no_ctc |" in table[2] and table[2].rstrip().endswith("| — |")  # no GPU timing
     assert "onnx int8 (!)" in table[3] and "5.0 / 6.0" in table[3]
-    assert "| 0 |" in table[4]  # causal: fold 0 only
-    assert "not exported" in table[5]
+    adaptive = table[4]
+    assert "**student (adaptive) — session**" in adaptive and "| 83.0 | 84.0 | 79.5 |" in adaptive
+    assert "| 0 |" in table[5] and "1.1 / 1.3" in table[5] and "NVIDIA H100 80GB HBM3" in table[5]  # causal fold 0
+    assert "| 0, 1 |" in table[6]
+    assert "not exported" in table[7]
     assert "fold 2 failed the export check" in text
+    assert "UAR / WA are per session" in text and "sessions per speaker" in text
+    assert "onnx fp32 65.6" in text  # the causal cross-check (stream from a fresh state)
     assert "causal student fold 1" in text  # missing inputs are listed
     assert "results/compare_tradeoff.png" in text and "results/compare_confusion.png" in text
+
+
+def test_compare_table_notes_kept_rows():
+    d = _fake_results()
+    d["kept"] = {"windowed": {"command": "python benchmarks/compare.py --limit pte-fp32:0", "date": "2026-01-01"}}
+    text = "\n".join(R.compare(d))
+    assert "student (windowed) rows kept from the earlier run `python benchmarks/compare.py --limit pte-fp32:0`" in text
 
 
 def test_compare_table_without_gpu_file():
@@ -152,8 +171,118 @@ def test_compare_table_without_gpu_file():
 def test_compare_summary_for_readme():
     lines = R.compare_summary(_fake_results())
     table = [ln for ln in lines if ln.startswith("| ")]
-    assert len(table) == 1 + 3  # full teacher, student, causal (no ablations, no unexported rows)
-    assert "| teacher mmer | pytorch fp32 | 80.0 | all 5 |" in table[1]
+    # best teacher, windowed int8, adaptive int8 session + per clip, causal int8 (not the fp32 one, not unexported)
+    assert len(table) == 1 + 5
+    assert "| best teacher (mmer) | pytorch fp32 | 80.0 | all 5 | 256.0 |" in table[1]
+    assert table[2].startswith("| windowed student | onnx int8 (!) | 79.0 |")
+    assert table[3].startswith("| adaptive student, session | onnx int8 | 83.0 |")
+    assert table[4].startswith("| adaptive student, per clip | onnx int8 | 79.5 |")
+    assert table[5].startswith("| causal student | onnx int8 | 64.0 | 0, 1 | 2.6 |")
+    assert all(ln.rstrip().endswith("| 0.30 |") for ln in table[1:])
+    assert "Session = " in "\n".join(lines)
+
+
+def test_compare_summary_without_adaptive_or_causal():
+    d = _fake_results()
+    d["rows"] = [r for r in d["rows"] if r["kind"] in ("teacher", "student")]
+    table = [ln for ln in R.compare_summary(d) if ln.startswith("| ")]
+    assert len(table) == 1 + 2 and "Session = " not in "\n".join(R.compare_summary(d))
+
+
+def test_variant_naming():
+    assert C.split_variant("onnx-int8") == ("windowed", "onnx-int8")
+    assert C.split_variant("adapt-pte-fp32") == ("adapt", "pte-fp32")
+    assert C.split_variant("causal-pte-int8") == ("causal", "pte-int8")
+    for name in C.ALL_VARIANTS:
+        assert C.variant_name(*C.split_variant(name)) == name
+    with pytest.raises(ValueError):
+        C.split_variant("adapt-tflite-int8")
+    assert C.variant_dir("windowed", "pte-int8", 3) == C.COMPARE_RUNS / "pte-int8" / "fold3"  # the cached layout
+    assert C.variant_dir("adapt", "pte-int8", 3) == C.COMPARE_RUNS / "adapt-pte-int8" / "fold3"
+    with pytest.raises(ValueError):
+        C.variant_dir("causal", "onnx-fp32", 0)
+    assert C.RECIPES["adapt"][0] == C.ROOT / "runs" / "cv_adapt"
+
+
+def test_session_order_is_default_models():
+    speakers = ["Actor_03"] * 5 + ["Actor_10"] * 4 + ["Actor_03"] * 3 + ["Actor_16"] * 6
+    order = C.session_order(speakers)
+    # default_model.accuracy(session=True): a default_rng(0) permutation, then a stable sort by speaker
+    perm = np.random.default_rng(0).permutation(len(speakers))
+    assert order == [int(i) for i in sorted(perm, key=lambda i: speakers[i])]
+    assert sorted(order) == list(range(len(speakers)))
+    got = [speakers[i] for i in order]
+    assert got == sorted(got)  # grouped by speaker
+    assert order[:8] != sorted(order[:8])  # shuffled within a speaker
+    assert C.session_order(speakers) == order  # fixed
+
+
+def test_causal_trained_on_reads_the_record(tmp_path):
+    (tmp_path / "causal_f0").mkdir()
+    ck = tmp_path / "causal_f0" / "causal.pt"
+    assert C.causal_trained_on(ck) == "?"
+    (tmp_path / "causal_f0" / "record.json").write_text(json.dumps({"device": "cuda (NVIDIA H100 80GB HBM3)"}))
+    assert C.causal_trained_on(ck) == "NVIDIA H100 80GB HBM3"
+
+
+def _fake_robustness():
+    cond = {"off": {"n": 112, "uar": 0.7, "wa": 0.71, "recall": {k: 0.7 for k in LABELS}},
+            "running": {"n": 112, "uar": 0.75, "wa": 0.76, "recall": {k: 0.75 for k in LABELS}, "no_event": 0,
+                        "split": 1, "merged": 0}}
+    summ = {m: {"clean_uar": 0.8, "clean_neutral_recall": 0.8, "mean_shift_uar": u, "n_shift_conditions": 2,
+                "worst": {"condition": "babble 0 dB", "uar": 0.41}, "mean_shift_drop": 0.8 - u,
+                "neutral_recall_min": {"condition": "reverb", "value": 0.5, "conditions": ["reverb", "opus", "hum"]}}
+            for m, u in (("off", 0.7), ("running", 0.75))}
+    return {"command": "python benchmarks/robustness.py", "machine": {"cpu": "c", "cores": 2}, "date": "d",
+            "models": {"m.onnx": {"modes_run": ["off", "running"], "labels": LABELS, "test_speakers": ["Actor_03"],
+                                  "clips_per_condition": 112, "conditions": {"clean": cond, "babble 0 dB": cond},
+                                  "summary": summ}}}
+
+
+def test_robustness_summary_and_section():
+    lines = R.robustness_summary(_fake_robustness())
+    assert len(lines) == 2  # one per adaptation mode
+    assert "adaptation `running`" in lines[1] and "clean UAR 80.0 % vs 75.0 %" in lines[1]
+    assert "worst babble 0 dB 41.0 %" in lines[0] and "lowest neutral recall 50.0 % (reverb, opus and 1 more)" in lines[0]
+    assert "no `benchmarks/results/robustness.json`" in R.robustness_summary(None)[0]
+    assert "summary" in R.robustness_summary({"models": {"m": {"summary": {}}}})[0]
+    sec = "\n".join(R.robustness_section(_fake_robustness()))
+    assert sec.startswith("## Robustness") and "babble 0 dB" in sec
+    assert "No `results/robustness.json` yet" in "\n".join(R.robustness_section(None))
+    bad = "\n".join(R.robustness_section({"models": {"m": {}}}))  # half-written: a note, no crash
+    assert "could not be rendered" in bad
+
+
+def _fake_calibration(ece_after=0.04):
+    m = {"n": 20, "ece": 0.1, "nll": 0.6, "accuracy": 0.8, "mean_confidence": 0.7, "brier": 0.3}
+    return {"pooled": {"clips": 560, "speakers": 20, "before": m, "after": {**m, "ece": ece_after}},
+            "ece_target": 0.05, "reliability_png": "reliability_adapt.png"}
+
+
+def test_calibration_summary_and_sections():
+    files = [("calibration.json", "Cal A", "non-adaptive", "cmd a", _fake_calibration(0.0501)),
+             ("calibration_adapt.json", "Cal B", "adaptive, session", "cmd b", None)]
+    lines = R.calibration_summary(files)
+    assert lines == [("- Calibration (non-adaptive, 560 clips of 20 held-out speakers pooled): ECE 0.1000 before, "
+                      "0.0501 after temperature scaling (target 0.05: not met).")]
+    assert "no `benchmarks/results/calibration" in R.calibration_summary([files[1]])[0]
+    assert "incomplete" in R.calibration_summary([("x.json", "h", "s", "c", {"pooled": {}})])[0]
+    sec = R.calibration_sections(files)
+    text = "\n".join(sec)
+    assert "## Cal A" in sec and "## Cal B" in sec  # its own heading each; the absent one says so
+    assert "No `results/calibration_adapt.json` yet" in text and "`cmd b`" in text
+
+
+def test_report_skips_absent_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "RES", tmp_path)
+    (tmp_path / "robustness.json").write_text('{"models": {')  # being written
+    assert R._load("robustness.json") is None and R._load("nothing.json") is None
+    block = R.readme_summary()
+    assert block[0] == R.README_START and block[-1] == R.README_END
+    text = "\n".join(block)
+    assert "no `benchmarks/results/robustness.json`" in text and "no `benchmarks/results/calibration" in text
+    (tmp_path / "calibration_adapt.json").write_text(json.dumps(_fake_calibration()))
+    assert "adaptive student, session protocol" in "\n".join(R.readme_summary())
 
 
 def test_missing_input_names_the_command(tmp_path):
@@ -164,8 +293,12 @@ def test_missing_input_names_the_command(tmp_path):
 
 def test_parse_limits():
     assert C._parse_limits(["pte-fp32:0", "onnx-int8:1,3"]) == {"pte-fp32": [0], "onnx-int8": [1, 3]}
+    assert C._parse_limits(["adapt-pte-fp32:0", "causal-pte-int8:2,0"]) == {"adapt-pte-fp32": [0],
+                                                                           "causal-pte-int8": [0, 2]}
     with pytest.raises(SystemExit):
         C._parse_limits(["tflite:0"])
+    with pytest.raises(SystemExit):
+        C._parse_limits(["adapt-pte-fp32"])
 
 
 def test_export_mismatch_is_read_from_the_log(tmp_path):

@@ -12,16 +12,21 @@ from train.models.cta_rnn import CTARNN, CTARNNConfig, EncoderCTARNN
 W = 40  # a short window keeps the unrolled GRU (and the export) small
 
 
-def _tiny_model(seed=0):
+def tiny_encoder(seed=0, window=W):
+    """A randomly initialised 2-layer, d=16 Whisper encoder for ``window``-frame inputs (3 hidden states)."""
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     torch.manual_seed(seed)
     cfg = WhisperConfig(num_mel_bins=80, d_model=16, encoder_layers=2, encoder_attention_heads=2,
-                        encoder_ffn_dim=32, max_source_positions=W // 2, decoder_layers=1, decoder_attention_heads=2,
-                        decoder_ffn_dim=32)
+                        encoder_ffn_dim=32, max_source_positions=window // 2, decoder_layers=1,
+                        decoder_attention_heads=2, decoder_ffn_dim=32)
     cfg._attn_implementation = "eager"
-    enc = WhisperEncoder(cfg).eval()
+    return WhisperEncoder(cfg).eval()
+
+
+def _tiny_model(seed=0):
+    enc = tiny_encoder(seed)
     head = CTARNN(CTARNNConfig(n_channels=3, d_in=16, d_rnn=8, n_heads=2, d_head=4, dropout=0.0, time_pool=2))
     return EncoderCTARNN(enc, head).eval()
 

@@ -245,6 +245,9 @@ def test_bad_input_matrix(case, entry, model, speech, reference, tmp_path):
         if case.tol is not None:
             # a file at another rate is resampled block by block (soxr's stream), the array at once: 0.01
             tol = case.tol if entry == "model.classify" or rate == 16000 else max(case.tol, 0.01)
+            # the tolerances hold for probabilities at temperature 1; a calibrated model's temperature T < 1 makes the
+            # same logit change move its probabilities about 1 / T as much
+            tol /= min(1.0, model.info.temperature)
             diff = max(abs(out.scores[k] - ref_result.scores[k]) for k in model.labels)
             assert diff <= tol, f"{case.name}: scores differ by {diff:.4f} from the 16 kHz float32 result"
             assert out.label == ref_result.label

@@ -44,7 +44,9 @@ def test_bundled_pte_passes_the_mobile_checks(tmp_path):
     info = rep["info"]
     labels = list(edgeser.load().labels)
     assert info["metadata"]["labels"] == labels
-    assert info["forward"] == {"inputs": [[1, 80, 200]], "outputs": [[1, len(labels)]]}
+    state = [list(st["shape"]) for st in edgeser.load().info.state]  # the adaptation state the app carries
+    assert info["forward"] == {"inputs": [[1, 80, 200]] + state, "outputs": [[1, len(labels)]] + state}
+    assert [s["name"] for s in info["state"]] == [s["name"] for s in edgeser.load().info.state]
     assert set(info["delegates"]) == {"XnnpackBackend"} and info["delegates"]["XnnpackBackend"] > 0
     assert info["operators"] and all(o.startswith("aten::") for o in info["operators"])
     cmp = info["comparison"]

@@ -471,23 +471,10 @@ def _augment(mel, rng):
 
 
 def soft_labels(teachers: list[str], fold: int, clip_ids, temperature: float) -> np.ndarray:
-    """Ensemble soft labels ``[n_clips, C]`` from committed teacher logits (``train.student.teacher_soft_labels``
-    keyed by clip id instead of clip objects, so the GPU path needs no dataset)."""
-    probs = []
-    for t in teachers:
-        path = TEACHER_LOGITS / f"{t}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"no teacher logits {path}; known: {sorted(p.stem for p in TEACHER_LOGITS.glob('*.npz'))}")
-        z = np.load(path)
-        row = int(np.nonzero(z["folds"] == fold)[0][0])
-        pos = {str(n): i for i, n in enumerate(z["clip_ids"])}
-        missing = [str(n) for n in clip_ids if str(n) not in pos]
-        if missing:
-            raise ValueError(f"{path} lacks {len(missing)} clip(s), e.g. {missing[:2]}")
-        lg = z["logits"][row][[pos[str(n)] for n in clip_ids]].astype(np.float64) / temperature
-        e = np.exp(lg - lg.max(1, keepdims=True))
-        probs.append(e / e.sum(1, keepdims=True))
-    return np.mean(probs, axis=0).astype(np.float32)
+    """Ensemble soft labels ``[n_clips, C]`` from committed teacher logits, keyed by clip id (no dataset needed)."""
+    from .student import soft_labels_by_id
+
+    return soft_labels_by_id(teachers, fold, clip_ids, temperature)
 
 
 def evaluate(model, heads, bank, inp, targets, stats, fold_info, layers, from_layer, delay, labels) -> dict:

@@ -159,8 +159,13 @@ TEACHER_LOGITS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" 
 def teacher_soft_labels(teachers: list[str], fold: int, clips, temperature: float) -> np.ndarray:
     """Ensemble soft labels ``[len(clips), C]``: mean over ``teachers`` (e.g. ``mmer-full``) of softmax(logits / T)
     of the teacher trained without ``fold``'s speakers (``benchmarks/results/teacher_logits``)."""
+    return soft_labels_by_id(teachers, fold, [Path(c.path).name for c in clips], temperature)
+
+
+def soft_labels_by_id(teachers: list[str], fold: int, clip_ids, temperature: float) -> np.ndarray:
+    """:func:`teacher_soft_labels` keyed by clip id (the audio file's name), so that no dataset is needed."""
     probs = []
-    names = [Path(c.path).name for c in clips]
+    names = [str(n) for n in clip_ids]
     for t in teachers:
         path = TEACHER_LOGITS / f"{t}.npz"
         if not path.is_file():

@@ -136,9 +136,10 @@ def run_checks(pte: Path, onnx: Path | None, audio: Path | None, n_windows: int)
     outs = [tuple(mm.output_tensor_meta(i).sizes()) for i in range(mm.num_outputs())]
     rep.info["forward"] = {"inputs": ins, "outputs": outs}
     want_in, want_out = (1, int(meta["n_mels"]), w), (1, len(labels))
-    rep.check("forward signature", ins == [want_in] and outs == [want_out]
+    state_shapes = [tuple(st["shape"]) for st in meta.get("state", [])]  # carried state: after the window / logits
+    rep.check("forward signature", ins == [want_in] + state_shapes and outs == [want_out] + state_shapes
               and str(mm.input_tensor_meta(0).dtype()) in ("6", "ScalarType.FLOAT", "Float"),
-              f"inputs {ins} (float32), outputs {outs}; expected [{want_in}] -> [{want_out}]")
+              f"inputs {ins} (float32), outputs {outs}; expected {[want_in] + state_shapes} -> {[want_out] + state_shapes}")
 
     # 3. delegates and operators
     delegates, ops, why = operators_of(pte)
@@ -175,8 +176,17 @@ def run_checks(pte: Path, onnx: Path | None, audio: Path | None, n_windows: int)
     wins, ends = windows_of(x, meta, n_windows)
     forward = program.load_method("forward")
     t0 = time.perf_counter()
-    pte_logits = np.stack([forward.execute([torch.from_numpy(np.ascontiguousarray(win))])[0].numpy().reshape(-1)
-                           for win in wins])
+    # stateful models (test-time adaptation: metadata "state"): the app carries the state from window to window,
+    # starting from each entry's "init" fill
+    state = [np.full(st["shape"], float(st.get("init", 0.0)), np.float32) for st in meta.get("state", [])]
+    rep.info["state"] = [{"name": st["name"], "shape": st["shape"], "scope": st.get("scope", "segment")}
+                         for st in meta.get("state", [])]
+    pte_logits = []
+    for win in wins:
+        out = forward.execute([torch.from_numpy(np.ascontiguousarray(win))] + [torch.from_numpy(a) for a in state])
+        pte_logits.append(out[0].numpy().reshape(-1))
+        state = [o.numpy().astype(np.float32).reshape(st["shape"]) for o, st in zip(out[1:], meta.get("state", []))]
+    pte_logits = np.stack(pte_logits)
     rep.info["pte_ms_per_window"] = round((time.perf_counter() - t0) * 1000 / len(wins), 2)
     rep.check("forward output finite", bool(np.all(np.isfinite(pte_logits))), f"{len(wins)} windows")
 
@@ -189,7 +199,11 @@ def run_checks(pte: Path, onnx: Path | None, audio: Path | None, n_windows: int)
                                                     "hop_frames", "first_frames"))
     rep.check("front end = ONNX model's", same, "rates, FFT, hop, mels, window schedule")
     t0 = time.perf_counter()
-    onnx_logits = np.stack([onnx_model.backend.run(win) for win in wins])
+    onnx_state, onnx_logits = onnx_model.info.initial_state(), []
+    for win in wins:
+        z, onnx_state = onnx_model.backend.step(win, onnx_state)
+        onnx_logits.append(z)
+    onnx_logits = np.stack(onnx_logits)
     rep.info["onnx_ms_per_window"] = round((time.perf_counter() - t0) * 1000 / len(wins), 2)
     temp = float(meta.get("temperature", 1.0))
     p_pte = np.stack([softmax(z, temp) for z in pte_logits])

@@ -72,9 +72,21 @@ def make(clip: Path, out: Path) -> dict:
     w = info.window_frames
     padded = np.concatenate([np.full((info.n_mels, w), SILENCE_LOGMEL, np.float32), mel], axis=1)
     windows = window_schedule(events, n, info)
+    # windows in the order the runtime runs them; a stateful model (test-time adaptation) carries its state from
+    # window to window ("stream" scope: for the whole stream; "segment": restarted at each segment's first window)
+    state, scopes, init = list(info.initial_state()), info.state_scopes(), info.initial_state()
+    seen = set()
     for win in windows:
         e = win["end_frame"]
-        logits = model.backend.run(np.ascontiguousarray(padded[None, :, e:e + w]))
+        if win["segment"] not in seen:
+            seen.add(win["segment"])
+            state = [i if sc == "segment" else s for s, sc, i in zip(state, scopes, init)]
+        if state:
+            win["state_in"] = {st["name"]: np.asarray(a).reshape(-1)[:4].round(6).tolist() + ["..."]
+                               if np.asarray(a).size > 4 else np.asarray(a).reshape(-1).round(6).tolist()
+                               for st, a in zip(info.state, state)}
+        logits, state = model.backend.step(np.ascontiguousarray(padded[None, :, e:e + w]), tuple(state))
+        state = list(state)
         win["probs"] = dict(zip(model.labels, softmax(logits, info.temperature).round(6).tolist()))
 
     # self-check: each final event's scores are the mean of its segment's window probabilities
