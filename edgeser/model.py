@@ -121,8 +121,7 @@ class Model:
 
     def _classify_blocks(self, blocks, s: Stream) -> EmotionResult:
         """``blocks()``: a fresh iterator of (samples, rate) each time (read a second time only without speech)."""
-        if s.seconds or s._finished:  # a stream that was used: start a new recording, keep the adaptation
-            s.reset(keep_adaptation=True)
+        s.reset(keep_adaptation=True)  # a new recording; a session's adaptation statistics go on
         events: list[EmotionEvent] = []
         for block, rate in blocks():
             events += s.accept(block, rate)

@@ -95,6 +95,7 @@ class Stream:
         self.abstain_below = float(t)
         self._init_state = self._info.initial_state()
         self._baseline = self._init_state
+        self._state: list = list(self._init_state)
         self.reset()
 
     # -- public -----------------------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class Stream:
         (the same speaker goes on in a new recording)."""
         if forget_calibration:
             self._baseline = self._init_state
-        kept = getattr(self, "_state", None) if keep_adaptation else None
+        kept = self._state if keep_adaptation else None
         self._rate: int | None = None
         self._resampler: StreamResampler | None = None
         self._mel = LogMelStream()

@@ -280,3 +280,27 @@ def test_running_adaptation_refused_for_models_without_it(fake_model):
     with pytest.raises(ModelError, match="no test-time adaptation"):
         fake_model.stream(adapt="running")
     assert fake_model.stream().adapt == "off" and not fake_model.adaptive
+
+
+def test_export_clip_and_stream_checks(model, onnx_path, tmp_path):
+    """export.student's checks through Model.classify / analyze: the export passes against its own eager model and
+    fails loudly against another one."""
+    from types import SimpleNamespace
+
+    import soundfile as sf
+
+    from export.student import clip_check, stream_check
+
+    clips = []
+    for k in range(2):
+        p = tmp_path / f"c{k}.wav"
+        sf.write(p, _speech(seed=20 + k, f0=130.0 + 40 * k), 16000)
+        clips.append(SimpleNamespace(path=str(p)))
+    info = open_backend(onnx_path).info
+    rep = clip_check(model, info, onnx_path, clips)
+    assert rep["clips"] == rep["identical_labels"] == 2 and rep["max_score_diff"] < 1e-3
+    assert stream_check(model, info, onnx_path, clips, seconds=8.0)["label_agreement"] == 1.0
+    with pytest.raises(ExportMismatch):
+        for seed in range(6, 12):  # some random model disagrees on some clip's label
+            other = _adaptive_model(seed=seed)
+            clip_check(other, info, onnx_path, clips)

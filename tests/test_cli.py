@@ -197,3 +197,28 @@ def test_demo_seconds_stops(tmp_path):
     t0 = time.monotonic()
     assert demo.main(["--file", str(p), "--seconds", "0.3"], model=FakeModel(), out=io.StringIO()) == 0
     assert time.monotonic() - t0 < 5
+
+
+def test_adapt_and_abstain_options_reach_the_model(wav, capsys):
+    """--adapt / --abstain-below go to Model.classify / Model.stream only when given; bad values are usage errors."""
+    seen = []
+
+    class Recording(FakeModel):
+        def stream(self, **kw):
+            seen.append(("stream", kw))
+            return FakeStream()
+
+        def classify(self, audio, sample_rate=None, **kw):
+            seen.append(("classify", kw))
+            return super().classify(audio, sample_rate)
+
+    assert main(["classify", wav, "--abstain-below", "auto", "--adapt", "off"], model=Recording()) == 0
+    assert main(["analyze", wav, "--abstain-below", "0.6"], model=Recording()) == 0
+    assert main(["classify", wav], model=Recording()) == 0
+    assert seen == [("classify", {"adapt": "off", "abstain_below": "auto"}), ("stream", {"abstain_below": 0.6}),
+                    ("classify", {})]
+    capsys.readouterr()
+    for bad in (["--abstain-below", "1.5"], ["--abstain-below", "often"], ["--adapt", "sometimes"]):
+        with pytest.raises(SystemExit) as info:
+            main(["classify", wav, *bad], model=Recording())
+        assert info.value.code == 2

@@ -383,15 +383,19 @@ def test_start_while_running_is_a_no_op():
 DEFAULT = ROOT / "edgeser" / "models" / "default"
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.5, 0.99])
-def test_truncated_onnx_is_a_model_error(tmp_path, fraction):
-    raw = (DEFAULT / "edgeser-default.onnx").read_bytes()
-    p = tmp_path / "cut.onnx"
+TRUNCATED = [("onnx", f, ("corrupt, truncated or not ONNX",)) for f in (0.0, 0.01, 0.5, 0.99)] + [
+    ("pte", f, ("corrupt, truncated", "not an ExecuTorch program")) for f in (0.01, 0.5, 0.99)]
+
+
+@pytest.mark.parametrize("suffix, fraction, words", TRUNCATED)
+def test_truncated_model_is_a_model_error(tmp_path, suffix, fraction, words):
+    raw = (DEFAULT / f"edgeser-default.{suffix}").read_bytes()
+    p = tmp_path / f"cut.{suffix}"
     p.write_bytes(raw[: int(len(raw) * fraction)])
     with pytest.raises(ModelError) as info:
         edgeser.load(p)
     msg = str(info.value)
-    assert "cut.onnx" in msg and "corrupt, truncated or not ONNX" in msg
+    assert p.name in msg and any(w in msg for w in words)
 
 
 def test_onnx_with_garbage_header_is_a_model_error(tmp_path):
@@ -448,17 +452,6 @@ def test_metadata_that_does_not_fit_is_a_model_error_at_load(tmp_path, onnx_prot
     with pytest.raises(ModelError, match="odd.onnx") as info:
         edgeser.load(p)
     assert words in str(info.value)
-
-
-@pytest.mark.parametrize("fraction", [0.01, 0.5, 0.99])
-def test_truncated_pte_is_a_model_error(tmp_path, fraction):
-    raw = (DEFAULT / "edgeser-default.pte").read_bytes()
-    p = tmp_path / "cut.pte"
-    p.write_bytes(raw[: int(len(raw) * fraction)])
-    with pytest.raises(ModelError) as info:
-        edgeser.load(p)
-    msg = str(info.value)
-    assert "cut.pte" in msg and ("corrupt, truncated" in msg or "not an ExecuTorch program" in msg)
 
 
 def test_pte_sidecar_schema_from_the_future(tmp_path):

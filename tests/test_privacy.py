@@ -5,12 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-CODE = r"""
+NO_NETWORK = r"""
 import socket, sys
 def _no_network(*a, **k):
     raise AssertionError("edgeser tried to open a network socket")
 socket.socket = _no_network
 socket.create_connection = _no_network
+"""
+
+CODE = NO_NETWORK + r"""
 import numpy as np, edgeser
 x = np.load(sys.argv[1])
 m = edgeser.load()
@@ -28,21 +31,21 @@ def _tree(root: Path) -> set:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def test_no_network_and_no_files_written(tmp_path, espeak_speech):
+def _sandboxed(tmp_path, speech, code: str) -> str:
+    """Run ``code`` (sockets blocked inside) on the speech saved as .npy, in a fresh process with a fresh HOME and
+    working directory; assert it succeeded and wrote no file (onnxruntime's own telemetry id excepted); its stdout."""
     import numpy as np
 
-    x, _ = espeak_speech
     data = tmp_path / "x.npy"
-    np.save(data, x)
+    np.save(data, speech)
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
     before = _tree(tmp_path)
     env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    out = subprocess.run([sys.executable, "-c", CODE, str(data)], cwd=work, env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, str(data)], cwd=work, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0] in ("neutral", "happy", "angry", "sad")
     written = _tree(tmp_path) - before
     # onnxruntime >= 1.29 itself creates a telemetry device id + SQLite file under $XDG_CACHE_HOME at import time
     # (no network traffic was seen: strace shows no inet sockets). edgeser writes nothing; it is documented in the
@@ -50,14 +53,15 @@ def test_no_network_and_no_files_written(tmp_path, espeak_speech):
     ort_own = {p for p in written if p.startswith("home/.cache")
                and (p in ("home/.cache", "home/.cache/Microsoft") or p.startswith("home/.cache/Microsoft/DeveloperTools"))}
     assert written == ort_own, f"files written: {written - ort_own}"
+    return out.stdout
 
 
-LISTEN_CODE = r"""
-import socket, sys
-def _no_network(*a, **k):
-    raise AssertionError("edgeser tried to open a network socket")
-socket.socket = _no_network
-socket.create_connection = _no_network
+def test_no_network_and_no_files_written(tmp_path, espeak_speech):
+    out = _sandboxed(tmp_path, espeak_speech[0], CODE)
+    assert out.split()[0] in ("neutral", "happy", "angry", "sad")
+
+
+LISTEN_CODE = NO_NETWORK + r"""
 import numpy as np, edgeser
 from edgeser.listen import ArraySource
 x = np.load(sys.argv[1])
@@ -72,25 +76,8 @@ print(len(got))
 
 def test_listener_opens_no_socket_and_writes_no_file(tmp_path, espeak_speech):
     """edgeser.listen with a replayed source (the microphone path without a sound card): no socket, no file."""
-    import numpy as np
-
-    x, _ = espeak_speech
-    data = tmp_path / "x.npy"
-    np.save(data, x)
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    before = _tree(tmp_path)
-    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    out = subprocess.run([sys.executable, "-c", LISTEN_CODE, str(data)], cwd=work, env=env, capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout.split()[0]) > 2
-    written = _tree(tmp_path) - before
-    ort_own = {p for p in written if p.startswith("home/.cache")
-               and (p in ("home/.cache", "home/.cache/Microsoft") or p.startswith("home/.cache/Microsoft/DeveloperTools"))}
-    assert written == ort_own, f"files written: {written - ort_own}"
+    out = _sandboxed(tmp_path, espeak_speech[0], LISTEN_CODE)
+    assert int(out.split()[0]) > 2
 
 
 def _held_bytes(obj, skip=("_backend", "_make_segmenter", "_session", "_rs", "backend")) -> int:

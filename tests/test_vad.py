@@ -235,3 +235,21 @@ def test_vad_module_does_not_import_torch():
     code = "import sys, edgeser.vad; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_model_streams_share_one_silero_session_with_their_own_state(scene):
+    """Model loads Silero once and its streams share the session (cheap streams and classify calls); each stream's
+    VAD state is its own, so interleaved streams give what each gives alone."""
+    from edgeser.model import Model
+    from tests.conftest import FakeBackend
+
+    x, _, _ = scene
+    m = Model(FakeBackend())
+    a, b = m._segmenter(), m._segmenter()
+    assert a.vad._session is b.vad._session is m._vad_session
+    alone = feed(Model(FakeBackend())._segmenter(), x, 512)
+    got_a, got_b = [], []
+    for i in range(0, len(x), 512):  # interleaved: a gets the audio, b silence
+        got_a += a.accept(x[i : i + 512])
+        got_b += b.accept(np.zeros(min(512, len(x) - i), np.float32))
+    assert [(e.kind, e.sample) for e in got_a] == [(e.kind, e.sample) for e in alone] and not got_b
