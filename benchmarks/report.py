@@ -93,14 +93,18 @@ def student_cv(d, name="student_cv.json") -> list[str]:
 
 def ablations(files) -> list[str]:
     out = ["## Recipe ablations (same folds, same protocol; one result file each)", "",
-           "| result file | command | variant | head | UAR % per fold | mean UAR % | mean WA % |", "|---|---|---|---|---|---|---|"]
+           "| result file | command | variant | head | UAR % per fold | mean UAR % | mean WA % | noisy sessions UAR % / "
+           "neutral recall % |", "|---|---|---|---|---|---|---|---|"]
     for name, d in files:
         for vname, v in d["variants"].items():
             cfg = v["folds"][0]["head_config"]
             head = f"d_rnn {cfg['d_rnn']}, {cfg['n_heads']}x{cfg['d_head']}, dropout {cfg['dropout']}" + (
                 ", time-norm" if cfg.get("time_norm") else "")
             folds = " / ".join(_pct(r["uar"]) for r in v["folds"])
-            out.append(f"| `{name}` | `{d['command']}` | {vname} | {head} | {folds} | {_pct(v['mean_uar'])} | {_pct(v['mean_wa'])} |")
+            sv = v.get("sessions_val_mean")
+            noisy = f"{_pct(sv['uar'])} / {_pct(sv['neutral_recall'])}" if sv else "–"
+            out.append(f"| `{name}` | `{d['command']}` | {vname} | {head} | {folds} | {_pct(v['mean_uar'])} | "
+                       f"{_pct(v['mean_wa'])} | {noisy} |")
     notes = [f"- `{name}`: {d['note']}" for name, d in files if d.get("note")]
     return out + ([""] + notes if notes else []) + [""]
 

@@ -1,7 +1,7 @@
 """Robustness of an exported edgeser model on speakers it never trained on, under recording-condition shifts and on
 other voices, with and without test-time adaptation.
 
-    python benchmarks/robustness.py [--model PATH ...] [--folds K ...] [--adapt off off-session running calibrated]
+    python benchmarks/robustness.py [--model PATH ...] [--folds K ...] [--adapt off running-clips off-session running calibrated]
                                     [--quick] [--conditions NAME ...] [--no-tts]
 
 Test clips: the 4-class RAVDESS clips of the model's held-out speakers (``training.validation.test_speakers`` in its
@@ -22,6 +22,9 @@ noise/room/codec draw in every condition of a family and in every adaptation mod
 Adaptation modes (``--adapt``):
 
 - ``off``: each clip alone through ``Model.classify`` (today's behaviour; ``adapt="off"`` when the runtime knows it);
+- ``running-clips``: per speaker one ``Model.stream(adapt="running")``, and each clip of the speaker (same fixed
+  shuffled order as the sessions) through ``Model.classify(clip, stream=...)``: every clip is segmented on its own
+  (as ``off``), the adaptation statistics go on from clip to clip (an app that analyses one user's recordings);
 - ``off-session``: the session protocol below with a non-adapting stream (the control for the next two);
 - ``running``: per (speaker, condition) one ``Model.stream(adapt="running")`` fed the speaker's clips one after
   another in a fixed shuffled order (the 0.5 s silences between them); each clip takes the final event(s) its audio
@@ -56,7 +59,8 @@ from benchmarks.common import RESULTS, machine, write_result  # noqa: E402
 
 SR = 16000
 GAP_S = 0.5  # silence appended to every clip (between clips in a session)
-MODES = ("off", "off-session", "running", "calibrated")
+MODES = ("off", "running-clips", "off-session", "running", "calibrated")
+SESSION_MODES = ("off-session", "running", "calibrated")  # one stream over the clips back to back
 DEFAULT_TTS_CACHE = Path("~/.cache/edgeser/robustness/tts")
 CALIBRATION_SENTENCES = (  # the TTS voices' "ordinary speech" for calibrate(); none is a test sentence
     "Hello, this is a short recording so that the device can get used to my voice.",
@@ -301,6 +305,7 @@ def adaptation_support(model) -> dict:
 
     stream_adapt = has_param(model.stream, "adapt")
     classify_adapt = has_param(model.classify, "adapt")
+    classify_stream = has_param(model.classify, "stream")
     s = model.stream(emit_partial=False)
     calibrate = callable(getattr(s, "calibrate", None))
     info = model.info
@@ -309,14 +314,16 @@ def adaptation_support(model) -> dict:
     modes = {"off": None, "off-session": None}
     if not stream_adapt:
         reason = "the runtime has no Model.stream(adapt=...)"
-        modes["running"] = modes["calibrated"] = reason
+        modes["running"] = modes["calibrated"] = modes["running-clips"] = reason
     elif not adaptive:
         reason = "the model has no test-time adaptation state (export it with adaptation)"
-        modes["running"] = modes["calibrated"] = reason
+        modes["running"] = modes["calibrated"] = modes["running-clips"] = reason
     else:
         modes["running"] = None
         modes["calibrated"] = None if calibrate else "the runtime has no Stream.calibrate"
-    return {"stream_adapt": stream_adapt, "classify_adapt": classify_adapt, "calibrate": calibrate,
+        modes["running-clips"] = None if classify_stream else "the runtime has no Model.classify(stream=...)"
+    return {"stream_adapt": stream_adapt, "classify_adapt": classify_adapt, "classify_stream": classify_stream,
+            "calibrate": calibrate,
             "model_adaptive": adaptive, "model_adaptation": dict(getattr(info, "adaptation", {}) or {}),
             "unavailable": {m: r for m, r in modes.items() if r}}
 
@@ -325,7 +332,7 @@ def resolve_modes(requested: list[str] | None, support: dict) -> list[str]:
     """The modes to run: those requested (None = all) that the runtime and model can do; by default the
     off-session control only runs next to an adapting mode."""
     modes = [m for m in (requested or MODES) if m not in support["unavailable"]]
-    if requested is None and not {"running", "calibrated"} & set(modes):
+    if requested is None and not {"running", "calibrated", "running-clips"} & set(modes):
         modes = [m for m in modes if m != "off-session"]
     return modes
 
@@ -339,6 +346,17 @@ def classify_off(model, x: np.ndarray, support: dict) -> tuple[int, bool]:
     kw = {"adapt": "off"} if support["classify_adapt"] else {}
     r = model.classify(x, SR, **kw)
     return _pred(model.labels, r.scores), r.label not in model.labels
+
+
+def classify_clips(model, units: list[np.ndarray]) -> list[tuple[int, bool]]:
+    """(predicted index, abstained) of each clip, one after another through ``Model.classify(clip, stream=s)`` with
+    one adapting stream: each clip segmented alone, the adaptation statistics carried from clip to clip."""
+    s = model.stream(emit_partial=False, adapt="running")
+    out = []
+    for x in units:
+        r = model.classify(x, SR, stream=s)
+        out.append((_pred(model.labels, r.scores), r.label not in model.labels))
+    return out
 
 
 MIN_OVERLAP_S = 0.25  # an event counts for a clip when it covers at least this much of the clip's audio
@@ -452,8 +470,8 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
             t = time.perf_counter()
             a = acc[m]
             a["t"] += truth
-            if m == "off":
-                out = [classify_off(model, x, support) for x in units]
+            if m in ("off", "running-clips"):
+                out = [classify_off(model, x, support) for x in units] if m == "off" else classify_clips(model, units)
                 a["p"] += [p for p, _ in out]
                 a["ab"] += [ab for _, ab in out]
                 a["s"] += time.perf_counter() - t
@@ -470,7 +488,7 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
             a["s"] += time.perf_counter() - t
     for m in modes:
         a = acc[m]
-        sess = m != "off"
+        sess = m in SESSION_MODES
         res[m] = metrics(a["t"], a["p"], labels, a["ne"] if sess else None, a["ab"], a["mg"] if sess else None)
         if a["cal"]:
             res[m]["calibration"] = a["cal"]
@@ -575,7 +593,7 @@ def render_markdown(results: dict) -> str:
         head = ["condition", "n"] + [f"UAR / WA % {m}" for m in modes] + [f"{neutral} recall % {m}" for m in modes]
         first = modes[0]
         head += [f"recall {'/'.join(lab[0].upper() for lab in labels)} % ({first})"]
-        if any(m != "off" for m in modes):
+        if any(m in SESSION_MODES for m in modes):
             head += ["clips with no event / split / merged (sessions)"]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         rows = dict(mr["conditions"])
@@ -588,9 +606,9 @@ def render_markdown(results: dict) -> str:
             cells = [label, str(n)] + [f"{pct(r[m]['uar'])} / {pct(r[m]['wa'])}" for m in modes]
             cells += [pct(r[m]["recall"][neutral]) for m in modes]
             cells.append("/".join(pct(r[first]["recall"][lab]) for lab in labels))
-            if any(m != "off" for m in modes):
+            if any(m in SESSION_MODES for m in modes):
                 cells.append(", ".join(f"{m}: {r[m].get('no_event', 0)}/{r[m].get('split', 0)}/{r[m].get('merged', 0)}"
-                                       for m in modes if m != "off"))
+                                       for m in modes if m in SESSION_MODES))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
         for m, s in mr.get("summary", {}).items():
@@ -739,6 +757,9 @@ def main(argv=None) -> int:
                "conditions_unavailable": skipped, "models": {},
                "protocol": {
                    "off": "Model.classify on each clip (+0.5 s silence) alone" ,
+                   "running-clips": "per speaker one Model.stream(adapt='running'); each clip (+0.5 s silence, the "
+                                    "sessions' order) through Model.classify(clip, stream=...): segmented alone, "
+                                    "adaptation statistics carried from clip to clip",
                    "off-session": "one non-adapting stream per (speaker, condition) over the speaker's clips in a fixed "
                                   "shuffled order, 0.5 s silence between clips; per clip the final events it overlaps "
                                   "most (duration-weighted mean of their scores), no event = wrong",

@@ -204,13 +204,17 @@ def test_adaptation_support_without_the_api():
             raise AssertionError
 
     s = R.adaptation_support(Old())
-    assert not s["stream_adapt"] and not s["calibrate"] and set(s["unavailable"]) == {"running", "calibrated"}
+    assert not s["stream_adapt"] and not s["calibrate"] and not s["classify_stream"]
+    assert set(s["unavailable"]) == {"running", "calibrated", "running-clips"}
     assert "runtime" in s["unavailable"]["running"]
     assert R.resolve_modes(None, s) == ["off"]
     assert R.resolve_modes(["off", "off-session", "running"], s) == ["off", "off-session"]
     full = {"unavailable": {}}
     assert R.resolve_modes(None, full) == list(R.MODES)
-    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no"}}) == ["off", "off-session", "running"]
+    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no"}}) == ["off", "running-clips", "off-session",
+                                                                            "running"]
+    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no", "running": "no"}}) == ["off", "running-clips",
+                                                                                              "off-session"]
 
 
 # ----------------------------------------------------------------------------------------------- end to end
@@ -269,7 +273,8 @@ def test_modes_a_model_without_adaptation_cannot_run(tmp_path):
     m = edgeser.load(_tiny_onnx(tmp_path / "plain.onnx", ["Actor_01"]))
     s = R.adaptation_support(m)
     assert s["stream_adapt"] and s["calibrate"] and not s["model_adaptive"]  # today's runtime has the API
-    assert set(s["unavailable"]) == {"running", "calibrated"} and "model" in s["unavailable"]["running"]
+    assert set(s["unavailable"]) == {"running", "calibrated", "running-clips"}
+    assert "model" in s["unavailable"]["running"] and "model" in s["unavailable"]["running-clips"]
     assert R.resolve_modes(None, s) == ["off"]
 
 
@@ -328,6 +333,7 @@ def test_quick_benchmark_end_to_end(tmp_path, speech):
             assert 0 <= x["uar"] <= 1 and 0 <= x["wa"] <= 1 and x["n"] == 8
             assert set(x["recall"]) == {"neutral", "happy", "angry", "sad"}
             assert sum(x["support"].values()) == 8
+            assert ("no_event" in x) == (m in R.SESSION_MODES)  # per-clip modes segment each clip alone
         for m in ("off-session", "running", "calibrated"):
             assert r[m]["no_event"] + r[m]["split"] + r[m]["merged"] >= 0 and r[m]["seconds"] > 0
     s = mr["summary"]["off"]

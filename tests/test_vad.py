@@ -226,6 +226,151 @@ def test_segmenter_parameters_are_checked():
         Segmenter(EnergyVad(), min_silence_ms=-1)
     with pytest.raises(ValueError):
         Segmenter(EnergyVad(), speech_pad_ms=300, min_silence_ms=200)
+    for bad in ({"dip_db": -1}, {"split_after_ms": float("nan")}, {"max_speech_ms": 100}, {"dip_ms": 20},
+                {"rise_db": float("inf")}):
+        with pytest.raises(ValueError):
+            Segmenter(EnergyVad(), **bad)
+
+
+# ---------------------------------------------------------------------------------------------------- background talk
+class AlwaysSpeech:
+    """A VAD that hears speech in every frame (as Silero does over babble)."""
+
+    frame_samples = 512
+
+    def reset(self):
+        self._n = 0
+
+    def __init__(self):
+        self.reset()
+
+    def accept(self, x):
+        n0, self._n = self._n, self._n + len(x)
+        return np.ones(self._n // 512 - n0 // 512, dtype=np.float32)
+
+
+def _bursts(levels_db, gap_s=1.0, burst_s=4.5, background_db=-30.0, seed=0):
+    """Noise bursts (the foreground talker) at ``levels_db`` dBFS with ``gap_s`` between them, over a continuous
+    background at ``background_db``: (signal, [(start, end)] of the bursts in samples)."""
+    rng = np.random.default_rng(seed)
+    parts, spans, pos = [], [], int(gap_s * SR)
+    parts.append(np.zeros(pos))
+    for db in levels_db:
+        n = int(burst_s * SR)
+        parts += [10 ** (db / 20) * rng.standard_normal(n), np.zeros(int(gap_s * SR))]
+        spans.append((pos, pos + n))
+        pos += n + int(gap_s * SR)
+    x = np.concatenate(parts)
+    x += 10 ** (background_db / 20) * rng.standard_normal(x.size)
+    return x.astype(np.float32), spans
+
+
+def test_segments_end_at_the_foreground_pauses_when_the_vad_hears_speech_throughout():
+    x, spans = _bursts([-12.0, -18.0, -10.0])  # a softer one after a loud one: the next start must not wait for it
+    segs = speech_segments(x, Segmenter(AlwaysSpeech()))
+    # the first segment opens on the background at 0; every burst ends a segment within 0.45 s (dip_ms + smoothing)
+    ends = [e for _, e in segs]
+    for _, b_end in spans:
+        assert any(b_end <= e <= b_end + 0.45 * SR for e in ends), (b_end / SR, [e / SR for e in ends])
+    # and the next segment covers the next burst from its onset (it starts when the energy rises, not before the
+    # background has been heard for a while)
+    for b_start, b_end in spans[1:]:
+        assert any(s <= b_start + 0.1 * SR and e >= b_end - 0.1 * SR for s, e in segs), (b_start / SR, segs)
+    assert len(segs) <= len(spans) + 1
+    # without the dips: one segment over everything (as before), cut only by the 10 s limit
+    merged = speech_segments(x, Segmenter(AlwaysSpeech(), split_after_ms=1e9))
+    cut = -(-10 * SR // 512) * 512  # at the end of the frame that reaches 10 s
+    assert merged == [(0, cut), (cut, x.size)]
+
+
+def test_a_soft_stretch_in_quiet_speech_is_not_a_dip():
+    # 5 s of "speech" with a 1 s stretch 20 dB softer in the middle, in a quiet room: one segment
+    rng = np.random.default_rng(1)
+    x = 0.1 * rng.standard_normal(5 * SR)
+    x[2 * SR : 3 * SR] *= 0.1
+    x = np.concatenate([np.zeros(SR), x, np.zeros(SR)]) + 1e-4 * rng.standard_normal(7 * SR)
+    segs = speech_segments(x.astype(np.float32), Segmenter(AlwaysSpeech()))
+    assert len(segs) == 1 and segs[0][0] <= SR and segs[0][1] >= 6 * SR, segs
+
+
+def test_max_speech_ms_cuts_endless_speech_into_back_to_back_segments():
+    x = (0.1 * np.random.default_rng(2).standard_normal(int(7.3 * SR))).astype(np.float32)
+    segs = speech_segments(x, Segmenter(AlwaysSpeech(), max_speech_ms=2000))
+    cut = -(-2 * SR // 512) * 512
+    assert segs == [(0, cut), (cut, 2 * cut), (2 * cut, 3 * cut), (3 * cut, x.size)]
+    assert speech_segments(x, Segmenter(AlwaysSpeech(), max_speech_ms=0)) == [(0, x.size)]
+
+
+@pytest.mark.parametrize("chunk", [160, 320, 592, 7919])
+def test_dip_splits_are_chunk_size_invariant(chunk):
+    x, _ = _bursts([-12.0, -18.0, -10.0])
+    whole = Segmenter(AlwaysSpeech())
+    ref = whole.accept(x) + whole.flush()
+    seg = Segmenter(AlwaysSpeech())
+    assert feed(seg, x, chunk) + seg.flush() == ref
+    assert len(ref) >= 6
+
+
+def test_a_vad_with_other_frames_is_refused():
+    from edgeser.errors import ModelError
+
+    class Odd(AlwaysSpeech):
+        def accept(self, x):
+            return np.ones(len(x) // 256, dtype=np.float32)
+
+    with pytest.raises(ModelError, match="consecutive frames"):
+        Segmenter(Odd()).accept(np.zeros(2048, np.float32))
+
+
+@pytest.fixture(scope="module")
+def talk_over_babble(tmp_path_factory):
+    """Three espeak-ng sentences 1.5 s apart over continuous three-voice espeak-ng babble 10 dB below them:
+    (signal, [(start, end)] of the sentences)."""
+    from conftest import espeak_wav
+
+    from edgeser.audio import load
+
+    d = tmp_path_factory.mktemp("babble")
+
+    def say(text, voice="en-us", rate=160):
+        p = d / f"{abs(hash((text, voice)))}.wav"
+        espeak_wav(p, text, voice=voice, rate=rate)
+        return load(p)
+
+    fg = [say(t)[slice(*speech_span(say(t)))] for t in (
+        "I told you to close the door before you left the house.",
+        "Nobody listens to a single word I say in this place.",
+        "We will talk about it again tomorrow morning, I promise.")]
+    gap = np.zeros(int(1.5 * SR), np.float32)
+    parts, spans, pos = [gap], [], gap.size
+    for f in fg:
+        parts += [f, gap]
+        spans.append((pos, pos + f.size))
+        pos += f.size + gap.size
+    x = np.concatenate(parts).astype(np.float64)
+    bg = np.zeros(x.size)
+    for t, v in (("The committee will meet on Monday to discuss the budget for next year and the new building.",
+                  "en-gb+f3"),
+                 ("My sister bought a red bicycle last summer and rides it to the market every weekend.", "en-us+m3"),
+                 ("Please remember to water the plants on the balcony while we are away on holiday.",
+                  "en-gb-scotland")):
+        b = say(t, v, 170).astype(np.float64)
+        bg += np.tile(b, -(-x.size // b.size))[: x.size] / b.std()
+    active = np.mean(np.concatenate(fg).astype(np.float64) ** 2)
+    x += bg / bg.std() * np.sqrt(active / 10)
+    return x.astype(np.float32), spans
+
+
+def test_sentences_over_babble_get_a_segment_each(talk_over_babble, silero):
+    x, spans = talk_over_babble
+    merged = speech_segments(x, Segmenter(silero, split_after_ms=1e9, max_speech_ms=0))
+    assert len(merged) == 1  # Silero hears the babble as speech: without dips, one segment over all three
+    segs = speech_segments(x, Segmenter(silero))
+    for a, b in spans:  # each sentence: one segment that holds (nearly) all of it and ends within 0.15 s of it
+        own = [(s, e) for s, e in segs if min(e, b) - max(s, a) > 0.5 * (b - a)]
+        assert len(own) == 1, ((a / SR, b / SR), [(s / SR, e / SR) for s, e in segs])
+        s, e = own[0]
+        assert s <= a + 0.1 * SR and b - 0.15 * SR <= e <= b + 0.15 * SR, ((a / SR, b / SR), (s / SR, e / SR))
 
 
 def test_vad_module_does_not_import_torch():
@@ -253,3 +398,15 @@ def test_model_streams_share_one_silero_session_with_their_own_state(scene):
         got_a += a.accept(x[i : i + 512])
         got_b += b.accept(np.zeros(min(512, len(x) - i), np.float32))
     assert [(e.kind, e.sample) for e in got_a] == [(e.kind, e.sample) for e in alone] and not got_b
+
+
+def test_stream_events_over_babble_are_chunk_size_invariant(talk_over_babble, fake_model):
+    x, spans = talk_over_babble
+    runs = []
+    for chunk_ms in (10, 20, 37):
+        s = fake_model.stream()
+        step = SR * chunk_ms // 1000
+        events = [e for i in range(0, x.size, step) for e in s.accept(x[i : i + step])] + s.flush()
+        runs.append([e.to_dict() for e in events])
+    assert runs[0] == runs[1] == runs[2]
+    assert len([e for e in runs[0] if e["final"]]) >= len(spans)

@@ -86,8 +86,15 @@ def cache_path(encoder: str, copy: int, tap: int | None = None) -> Path:
     return CACHE / "emb" / f"ravdess4-{encoder.replace('/', '_')}-w{WINDOW_FRAMES}" / f"copy{copy}{suffix}.npz"
 
 
-def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None, tap: int | None = None) -> None:
-    """Cache pooled encoder states of every runtime window: copy 0 clean, copies 1.. augmented (seeded).
+def session_cache_path(encoder: str, k: int) -> Path:
+    return cache_path(encoder, 0).parent / f"session{k}.npz"
+
+
+def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None, tap: int | None = None,
+          sessions: int = 0) -> None:
+    """Cache pooled encoder states of every runtime window: copy 0 clean, copies 1.. augmented (seeded); and
+    ``sessions`` session copies (:mod:`train.babble`: each speaker's clips all under one drawn condition -- babble,
+    cafe or stationary noise at 0-15 dB SNR, sometimes reverberant -- with fresh noise per clip).
 
     With ``tap`` = k, also keep hidden state k unpooled (the input of encoder layer k): fine-tuning the layers
     above k then needs no pass through the frozen layers below.
@@ -125,12 +132,50 @@ def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None, ta
         np.savez(out, emb=np.concatenate(embs), clip=np.asarray(owner, np.int32),
                  paths=np.asarray([c_.path for c_ in clips]), **extra)
         print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
+    if sessions and tap is None:
+        _embed_sessions(model, encoder, clips, sessions, seed)
 
 
-def load_cache(encoder: str, copies: int):
+def _embed_sessions(model, encoder: str, clips, sessions: int, seed: int) -> None:
+    import zlib
+
+    import torch
+    from tqdm import tqdm
+
+    from .babble import apply_session, session_condition, talker_streams
+
+    streams = None
+    for k in range(sessions):
+        out = session_cache_path(encoder, k)
+        if out.is_file():
+            print(f"cached: {out}")
+            continue
+        streams = talker_streams() if streams is None else streams
+        conds = {}
+        embs, owner = [], []
+        for i, clip in enumerate(tqdm(clips, desc=f"embed {encoder} session copy {k}")):
+            if clip.speaker not in conds:
+                conds[clip.speaker] = session_condition(
+                    np.random.default_rng([seed, k, zlib.crc32(clip.speaker.encode())]))
+            x = apply_session(load_audio(clip.path), conds[clip.speaker],
+                              np.random.default_rng([seed, k, zlib.crc32(clip.path.encode())]), streams)
+            wins = runtime_windows(x)
+            with torch.no_grad():
+                embs.append(model.embed(torch.from_numpy(wins)).numpy().astype(np.float16))
+            owner += [i] * len(wins)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, emb=np.concatenate(embs), clip=np.asarray(owner, np.int32),
+                 paths=np.asarray([c_.path for c_ in clips]),
+                 conditions=np.asarray(json.dumps(conds)))
+        print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
+
+
+def load_cache(encoder: str, copies: int, sessions: int = 0):
+    """[(windows [W, N, T, D] float16, owning clip [W])] of the ``copies`` copies, then the ``sessions`` session
+    copies."""
     data = []
-    for c in range(copies):
-        z = np.load(cache_path(encoder, c))
+    for p in [cache_path(encoder, c) for c in range(copies)] + [session_cache_path(encoder, k) for k in range(sessions)]:
+        z = np.load(p)
         data.append((z["emb"], z["clip"]))
     return data
 
@@ -191,7 +236,8 @@ class AdaptSampler:
     else log-uniform in 1..``max_windows``), so the head learns on the inputs it gets: from the prior alone to a
     well-estimated speaker mean. Window means are over the window's (pooled) frames, per channel and dimension."""
 
-    def __init__(self, data, clips, is_train: np.ndarray, prior: float, max_windows: int = 96, seed: int = 0):
+    def __init__(self, data, clips, is_train: np.ndarray, prior: float, max_windows: int = 96, seed: int = 0,
+                 ref_copies: int | None = None):
         self.means = [emb.astype(np.float32).mean(axis=2) for emb, _ in data]  # per copy: [windows, N, D]
         spk = np.asarray([c.speaker for c in clips])
         self.groups = []  # per copy: {speaker: window indices}
@@ -200,7 +246,8 @@ class AdaptSampler:
             self.groups.append({k: np.nonzero(s == k)[0] for k in np.unique(s)})
         self.owner_speaker = [spk[owner] for _, owner in data]
         tr = [is_train[owner] for _, owner in data]
-        self.ref_mean = np.concatenate([m[t] for m, t in zip(self.means, tr)]).mean(axis=0).astype(np.float32)
+        k = len(data) if ref_copies is None else ref_copies  # the prior: training windows of the first k copies
+        self.ref_mean = np.concatenate([m[t] for m, t in zip(self.means[:k], tr[:k])]).mean(axis=0).astype(np.float32)
         self.prior, self.max_windows = float(prior), max_windows
         self.rng = np.random.default_rng(seed + 7)
 
@@ -224,14 +271,18 @@ class AdaptSampler:
 
 def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, seed: int = 0,
         batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, head_args: dict | None = None,
-        teachers: list[str] | None = None, kd_weight: float = 0.5, kd_temperature: float = 2.0) -> dict:
+        teachers: list[str] | None = None, kd_weight: float = 0.5, kd_temperature: float = 2.0,
+        sessions: int = 0, train_sessions: bool = True) -> dict:
     """Train the head on the training actors of ``fold``; validate clip-level on its held-out actors.
 
     ``teachers``: distil from these teachers' per-clip logits (ensemble soft labels at ``kd_temperature``):
     loss = (1 - kd_weight) * CE(label) + kd_weight * KD (Hinton, T^2-scaled), each window taking its clip's target.
     ``head_args={"adapt": true}``: train for test-time adaptive normalisation (:class:`AdaptSampler`); validation
     then reports ``uar`` with the speaker's statistics (a session: all of the speaker's other clips) and ``uar_off``
-    with the training mean only.
+    with the training mean only. ``sessions``: also train on that many session copies (:func:`embed`); validation
+    then also reports, per session copy, the held-out speakers' UAR and recall under their session's condition
+    (``sessions_val``); ``train_sessions=False`` only validates on them (the baseline). The adaptation prior
+    (``ref_mean``) is always the mean of the ordinary copies' training windows.
     """
     import torch
     from tqdm import tqdm
@@ -241,16 +292,17 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     clips, test_speakers, y_clip, is_train = fold_split(fold)
-    data = load_cache(encoder, copies)
+    data = load_cache(encoder, copies, sessions)
     d = data[0][0].shape
     cfg = CTARNNConfig(n_channels=d[1], d_in=d[3], n_classes=len(LABELS4), **(head_args or {}))
     head = CTARNN(cfg)
     sampler = None
     if cfg.adapt:
-        sampler = AdaptSampler(data, clips, is_train, cfg.adapt_prior, seed=seed)
+        sampler = AdaptSampler(data, clips, is_train, cfg.adapt_prior, seed=seed, ref_copies=copies)
         head.ref_mean.copy_(torch.from_numpy(sampler.ref_mean))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    pool, labels, w = balanced_pool([owner for _, owner in data], y_clip, is_train)
+    pool, labels, w = balanced_pool([owner for _, owner in data[: len(data) if train_sessions else copies]], y_clip,
+                                    is_train)
     soft = None
     if teachers:
         from .losses import kd_loss
@@ -286,29 +338,42 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     train_seconds = time.time() - t0
     head.eval()
     # clip-level validation on held-out actors, clean audio, exactly like Model.classify (mean window probs)
-    emb, owner = data[0]
     test_idx = np.nonzero(~is_train)[0]
-    probs, probs_off = {}, {}
-    with torch.no_grad():
-        for i in test_idx:
-            rows = np.nonzero(owner == i)[0]
-            win = torch.from_numpy(emb[rows].astype(np.float32))
-            mu = None
-            if sampler is not None:
-                probs_off[i] = torch.softmax(head(win, pooled=True), -1).mean(0).numpy()
-                m = sampler.speaker_mu(0, rows, clips[i].speaker)
-                mu = torch.from_numpy(np.repeat(m[None], len(rows), axis=0))
-            probs[i] = torch.softmax(head(win, pooled=True, mu=mu), -1).mean(0).numpy()
-    y_true = np.asarray([y_clip[i] for i in test_idx])
-    y_pred = np.asarray([int(np.argmax(probs[i])) for i in test_idx])
-    report = classification_report(y_true, y_pred, LABELS4)
-    if sampler is not None:
-        off = classification_report(y_true, np.asarray([int(np.argmax(probs_off[i])) for i in test_idx]), LABELS4)
+
+    def validate(copy: int) -> tuple[dict, dict]:
+        emb, owner = data[copy]
+        probs, probs_off = {}, {}
+        with torch.no_grad():
+            for i in test_idx:
+                rows = np.nonzero(owner == i)[0]
+                win = torch.from_numpy(emb[rows].astype(np.float32))
+                mu = None
+                if sampler is not None:
+                    probs_off[i] = torch.softmax(head(win, pooled=True), -1).mean(0).numpy()
+                    m = sampler.speaker_mu(copy, rows, clips[i].speaker)
+                    mu = torch.from_numpy(np.repeat(m[None], len(rows), axis=0))
+                probs[i] = torch.softmax(head(win, pooled=True, mu=mu), -1).mean(0).numpy()
+        y_true = np.asarray([y_clip[i] for i in test_idx])
+        rep = classification_report(y_true, np.asarray([int(np.argmax(probs[i])) for i in test_idx]), LABELS4)
+        off = None
+        if sampler is not None:
+            off = classification_report(y_true, np.asarray([int(np.argmax(probs_off[i])) for i in test_idx]), LABELS4)
+        return rep, off
+
+    report, off = validate(0)
+    if off is not None:
         report["off"] = {k: off[k] for k in ("uar", "wa", "recall")}
         report["uar_off"] = off["uar"]
+    if sessions:
+        report["sessions_val"] = []
+        for k in range(sessions):
+            r, o = validate(copies + k)
+            report["sessions_val"].append({"uar": r["uar"], "recall": r["recall"],
+                                           **({"uar_off": o["uar"], "recall_off": o["recall"]} if o else {})})
     result = {
         "model": "cta_rnn_student", "encoder": f"whisper-{encoder}", "fold": fold,
-        "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "seed": seed,
+        "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "sessions": sessions,
+        "train_sessions": bool(sessions and train_sessions), "seed": seed,
         "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
         "head_config": cfg.to_dict(), **report,
     }
@@ -342,6 +407,10 @@ def main(argv=None) -> int:
         p.add_argument("--encoder", default="tiny.en", help="tiny.en | base | a faster-whisper directory")
         p.add_argument("--copies", type=int, default=4, help="1 clean + (copies-1) augmented copies per clip")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--sessions", type=int, default=0,
+                       help="session copies: each speaker's clips under one babble/cafe/noise condition (train.babble)")
+        p.add_argument("--validate-sessions-only", action="store_true",
+                       help="do not train on the session copies, only validate on them (a baseline)")
         if name == "embed":
             p.add_argument("--limit", type=int, default=None, help="only the first N clips (smoke tests)")
             p.add_argument("--tap", type=int, default=None, help="also cache hidden state k unpooled (fine-tuning)")
@@ -369,23 +438,25 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(int(os.environ.get("EDGESER_THREADS", os.cpu_count() or 1)))
     if a.cmd == "embed":
-        embed(a.encoder, a.copies, a.seed, a.limit, a.tap)
+        embed(a.encoder, a.copies, a.seed, a.limit, a.tap, sessions=a.sessions)
     elif a.cmd == "finetune":
         embed(a.encoder, a.copies, a.seed, tap=a.tap)
         finetune(a.encoder, a.fold, a.copies, a.epochs, a.out, a.init, a.tap, a.seed)
     elif a.cmd == "fit":
-        embed(a.encoder, a.copies, a.seed)
+        embed(a.encoder, a.copies, a.seed, sessions=a.sessions)
         fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed, weight_decay=a.weight_decay,
-            head_args=json.loads(a.head_args), **_kd_args(a))
+            head_args=json.loads(a.head_args), sessions=a.sessions, train_sessions=not a.validate_sessions_only,
+            **_kd_args(a))
     else:
-        embed(a.encoder, a.copies, a.seed)
+        embed(a.encoder, a.copies, a.seed, sessions=a.sessions)
         if a.finetune_tap is not None:
             embed(a.encoder, a.copies, a.seed, tap=a.finetune_tap)
         recs, ft_recs = [], []
         for f in range(5):
             run = a.runs / f"fold{f}"
             recs.append(fit(a.encoder, f, a.copies, a.epochs, run, a.seed, weight_decay=a.weight_decay,
-                            head_args=json.loads(a.head_args), **_kd_args(a)))
+                            head_args=json.loads(a.head_args), sessions=a.sessions,
+                            train_sessions=not a.validate_sessions_only, **_kd_args(a)))
             if a.finetune_tap is not None:
                 ft_recs.append(finetune(a.encoder, f, a.copies, a.finetune_epochs, run / "finetune",
                                         run / "student.pt", a.finetune_tap, a.seed))
@@ -401,6 +472,14 @@ def main(argv=None) -> int:
             if rs:
                 summary["variants"][name] = {"mean_uar": float(np.mean([r["uar"] for r in rs])),
                                              "mean_wa": float(np.mean([r["wa"] for r in rs])), "folds": rs}
+                if rs[0].get("uar_off") is not None:
+                    summary["variants"][name]["mean_uar_off"] = float(np.mean([r["uar_off"] for r in rs]))
+                if rs[0].get("sessions_val"):
+                    sv = [s_ for r in rs for s_ in r["sessions_val"]]
+                    summary["variants"][name]["sessions_val_mean"] = {
+                        k: float(np.mean([s_[k] for s_ in sv])) for k in ("uar", "uar_off") if k in sv[0]}
+                    summary["variants"][name]["sessions_val_mean"]["neutral_recall"] = float(
+                        np.mean([s_["recall"]["neutral"] for s_ in sv]))
         a.results.parent.mkdir(parents=True, exist_ok=True)
         a.results.write_text(json.dumps(summary, indent=1))
         for name, v in summary["variants"].items():

@@ -1,0 +1,86 @@
+"""train.babble (training babble from espeak-ng voices, per-speaker session conditions) and the session copies'
+place in train.student (the adaptation prior ignores them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train import augment as A
+from train import babble as B
+from train.data.synth import DEFAULT_ESPEAK_VOICES, SENTENCES
+
+
+def test_babble_voices_and_sentences_are_not_the_tts_test_set():
+    test_variants = {v.split("+")[1] for v in DEFAULT_ESPEAK_VOICES if "+" in v}
+    for v in B.BABBLE_VOICES:
+        assert v not in DEFAULT_ESPEAK_VOICES
+        assert "+" not in v or v.split("+")[1] not in test_variants, v
+    test_sentences = {t for ts in SENTENCES.values() for t in ts}
+    assert not test_sentences & set(B.BABBLE_SENTENCES)
+
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("babble")
+    s = B.talker_streams(B.BABBLE_VOICES[:3], B.BABBLE_SENTENCES[:2], cache=cache)
+    assert len(list(cache.glob("talkers-*.npz"))) == 1
+    again = B.talker_streams(B.BABBLE_VOICES[:3], B.BABBLE_SENTENCES[:2], cache=cache)  # from the cache
+    for a, b in zip(s, again):
+        np.testing.assert_array_equal(a, b)
+    return s
+
+
+def test_talker_streams_are_unit_rms_speech(streams):
+    assert len(streams) == 3
+    for x in streams:
+        assert x.dtype == np.float32 and x.size > 2 * 16000
+        assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_babble_is_deterministic_unit_rms_and_mixes_talkers(streams):
+    a = B.babble(20000, np.random.default_rng(3), streams, talkers=3)
+    b = B.babble(20000, np.random.default_rng(3), streams, talkers=3)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (20000,) and np.sqrt(np.mean(a.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
+    assert not np.allclose(a, B.babble(20000, np.random.default_rng(4), streams, talkers=3))
+
+
+def test_session_conditions_cover_the_kinds_and_snr_range():
+    conds = [B.session_condition(np.random.default_rng(i)) for i in range(300)]
+    kinds = {c["kind"] for c in conds}
+    assert {"babble", "cafe"} <= kinds and kinds <= {"babble", "cafe", "white", "pink", "brown"}
+    assert all(0.0 <= c["snr_db"] <= 15.0 for c in conds)
+    assert 0.15 < np.mean([c["rt60"] is not None for c in conds]) < 0.45
+
+
+@pytest.mark.parametrize("kind", ["babble", "cafe", "pink"])
+def test_apply_session_keeps_length_and_sets_the_snr(streams, kind):
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    cond = {"kind": kind, "snr_db": 5.0, "rt60": None}
+    y = B.apply_session(x, cond, np.random.default_rng(1), streams)
+    assert y.shape == x.shape and y.dtype == np.float32 and np.abs(y).max() <= 1.0
+    noise = y.astype(np.float64) - x
+    assert 10 * np.log10(A.active_power(x) / np.mean(noise**2)) == pytest.approx(5.0, abs=0.3)
+    # fresh noise per clip, the same condition
+    z = B.apply_session(x, cond, np.random.default_rng(2), streams)
+    assert not np.allclose(y, z)
+
+
+def test_adapt_sampler_prior_ignores_session_copies():
+    from train.student import AdaptSampler
+
+    class C:
+        def __init__(self, s):
+            self.speaker = s
+
+    clips = [C("a"), C("a"), C("b")]
+    rng = np.random.default_rng(0)
+    data = [(rng.standard_normal((6, 2, 3, 4)).astype(np.float16), np.array([0, 0, 1, 1, 2, 2])) for _ in range(3)]
+    data[2] = (data[2][0] + np.float16(10), data[2][1])  # a "session copy" far from the others
+    is_train = np.array([True, True, False])
+    s = AdaptSampler(data, clips, is_train, prior=8.0, ref_copies=2)
+    want = np.concatenate([d.astype(np.float32).mean(axis=2)[:4] for d, _ in data[:2]]).mean(axis=0)
+    np.testing.assert_allclose(s.ref_mean, want, rtol=1e-5)
+    assert not np.allclose(AdaptSampler(data, clips, is_train, prior=8.0).ref_mean, want)
