@@ -146,38 +146,18 @@ def babble_pool(root: Path, rows: list[dict], exclude: set[str], n_talkers: int 
 
 def make_babble(n: int, rng: np.random.Generator, pool: BabblePool, talkers: int | None = None) -> np.ndarray:
     """Unit-RMS babble of ``n`` samples: ``talkers`` (4-6 drawn if None) different pool talkers, each from a random
-    point of its stream (wrapping round), summed at equal level."""
-    k = int(rng.integers(4, 7)) if talkers is None else int(talkers)
-    k = min(k, len(pool.streams))
-    idx = rng.choice(len(pool.streams), size=k, replace=False)
-    y = np.zeros(n)
-    for i in idx:
-        s = pool.streams[i]
-        start = int(rng.integers(0, len(s)))
-        reps = -(-(start + n) // len(s))
-        y += np.tile(s, reps)[start : start + n]
-    return (y / (np.sqrt(np.mean(y**2)) + 1e-12)).astype(np.float32)
+    point of its stream (wrapping round), summed at equal level (:func:`train.babble.babble`)."""
+    from train.babble import babble
+
+    return babble(n, rng, pool.streams, talkers, talker_range=(4, 7), spread_db=0.0)
 
 
 def make_cafe(n: int, rng: np.random.Generator, pool: BabblePool) -> np.ndarray:
     """Unit-RMS cafe-like noise: 6-talker babble, cutlery/dish clicks 8 dB below it and brown room rumble 6 dB
-    below it."""
-    from train.augment import brown_noise, clicks
+    below it (:func:`train.babble.cafe`)."""
+    from train.babble import cafe
 
-    y = make_babble(n, rng, pool, talkers=6).astype(np.float64)
-    y = y + 10 ** (-8 / 20) * clicks(n, rng) + 10 ** (-6 / 20) * brown_noise(n, rng)
-    return (y / (np.sqrt(np.mean(y**2)) + 1e-12)).astype(np.float32)
-
-
-def mix_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float, limit: bool = True) -> np.ndarray:
-    """``x`` plus ``noise`` scaled to ``snr_db`` below the active power of ``x`` (as :func:`train.augment.add_noise`);
-    with ``limit`` the sum is scaled down if it would clip (which keeps the SNR)."""
-    from train.augment import _limit_peak, active_power
-
-    x64, nz = np.asarray(x, np.float64), np.asarray(noise, np.float64)[: len(x)]
-    target = active_power(x64) / 10 ** (snr_db / 10)
-    y = x64 + nz * np.sqrt(target / (np.mean(nz**2) + 1e-12))
-    return (_limit_peak(y) if limit else y).astype(np.float32)
+    return cafe(n, rng, pool.streams, talkers=6, spread_db=0.0)
 
 
 # ----------------------------------------------------------------------------------------------- conditions
@@ -260,7 +240,7 @@ def apply_condition(spec: dict, x: np.ndarray, rng: np.random.Generator, pool: B
             if pool is None:
                 raise ValueError(f"{k} noise needs a BabblePool")
             noise = make_babble(len(x), rng, pool) if k == "babble" else make_cafe(len(x), rng, pool)
-            y = mix_at_snr(x, noise, spec["snr_db"])
+            y = A.mix_at_snr(x, noise, spec["snr_db"])
         else:
             y = A.add_noise(x, rng, snr_db=spec["snr_db"], kind=k)
     elif f == "gain":

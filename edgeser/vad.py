@@ -155,8 +155,9 @@ class SileroVad:
 
 
 class BandEnergy:
-    """In-band log energy (dB) of 16 kHz frames: Hann window, power between ``band_hz``, scaled so that a sine in
-    the band reads its mean power (a full-scale sine: -3 dB); digital silence reads -120 dB."""
+    """In-band log energy (dB) of 16 kHz frames: Hann window, power between ``band_hz``, scaled by 2 / (sum of the
+    window)^2, so a full-scale in-band sine reads about -1.2 dB (its mean power, -3 dB, plus the Hann window's
+    1.5-bin noise-equivalent bandwidth); digital silence reads -120 dB. Only differences of these levels are used."""
 
     def __init__(self, frame_samples: int = 512, band_hz: tuple[float, float] = (200.0, 4000.0)):
         freqs = np.fft.rfftfreq(frame_samples, 1.0 / SAMPLE_RATE)

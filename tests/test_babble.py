@@ -84,3 +84,45 @@ def test_adapt_sampler_prior_ignores_session_copies():
     want = np.concatenate([d.astype(np.float32).mean(axis=2)[:4] for d, _ in data[:2]]).mean(axis=0)
     np.testing.assert_allclose(s.ref_mean, want, rtol=1e-5)
     assert not np.allclose(AdaptSampler(data, clips, is_train, prior=8.0).ref_mean, want)
+
+
+def test_embed_copy_writes_each_clip_s_windows_once(tmp_path):
+    import soundfile as sf
+    import torch
+
+    from train.student import _embed_copy, runtime_windows
+
+    class Clip:
+        def __init__(self, path, speaker):
+            self.path, self.speaker = str(path), speaker
+
+    class Encoder:  # stand-in for the Whisper encoder: one number per window
+        def embed(self, wins):
+            return wins.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for i, n in enumerate((24000, 40000)):
+        p = tmp_path / f"c{i}.wav"
+        sf.write(p, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000, subtype="FLOAT")
+        clips.append(Clip(p, f"s{i}"))
+    seen = []
+
+    def louder(x, clip):
+        seen.append(clip.speaker)
+        return 2 * x
+
+    out = tmp_path / "cache" / "copy.npz"
+    _embed_copy(Encoder(), clips, out, "test", louder, extra=lambda: {"conditions": np.asarray("{}")})
+    z = np.load(out)
+    from edgeser.audio import load
+
+    want = [runtime_windows(2 * load(c.path)) for c in clips]
+    assert seen == ["s0", "s1"] and z["emb"].shape == (sum(len(w) for w in want), 1, 1, 1)
+    np.testing.assert_array_equal(z["clip"], np.repeat([0, 1], [len(w) for w in want]))
+    np.testing.assert_allclose(z["emb"][:, 0, 0, 0].astype(np.float32),
+                               torch.from_numpy(np.concatenate(want)).mean(dim=(1, 2)).numpy(), rtol=2e-3, atol=1e-3)
+    assert list(z["paths"]) == [c.path for c in clips] and str(z["conditions"]) == "{}"
+    before = out.stat().st_mtime_ns
+    _embed_copy(Encoder(), clips, out, "test", louder)  # cached: not recomputed
+    assert out.stat().st_mtime_ns == before and seen == ["s0", "s1"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeser.errors import AudioError
-from edgeser.vad import EnergyVad, SegmentEvent, Segmenter, SileroVad, speech_segments
+from edgeser.vad import BandEnergy, EnergyVad, SegmentEvent, Segmenter, SileroVad, speech_segments
 
 SR = 16000
 LEAD = 1.0  # seconds of background before the speech
@@ -410,3 +410,14 @@ def test_stream_events_over_babble_are_chunk_size_invariant(talk_over_babble, fa
         runs.append([e.to_dict() for e in events])
     assert runs[0] == runs[1] == runs[2]
     assert len([e for e in runs[0] if e["final"]]) >= len(spans)
+
+
+def test_band_energy_reads_a_sines_power_and_ignores_out_of_band():
+    t = np.arange(512 * 4) / SR
+    e = BandEnergy()
+    frames = lambda x: x.reshape(-1, 512)  # noqa: E731
+    in_band = e(frames(np.sin(2 * np.pi * 1000 * t)))
+    np.testing.assert_allclose(in_band, -3.0 + 10 * np.log10(1.5), atol=0.1)  # mean power + Hann bandwidth
+    assert np.all(e(frames(0.01 * np.sin(2 * np.pi * 1000 * t))) < in_band - 39)
+    assert np.all(e(frames(np.sin(2 * np.pi * 60 * t))) < -20)  # mains hum is below the band
+    assert np.all(e(np.zeros((2, 512))) <= -119)

@@ -206,6 +206,15 @@ def add_noise(
     return _f32(y)
 
 
+def mix_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float, limit: bool = True) -> np.ndarray:
+    """``x`` plus a given ``noise`` (at least as long) scaled to ``snr_db`` below the active power of ``x`` (as
+    :func:`add_noise`); with ``limit`` the sum is scaled down if it would clip (which keeps the SNR)."""
+    x64, nz = np.asarray(x, np.float64), np.asarray(noise, np.float64)[: len(x)]
+    target = active_power(x64) / 10 ** (snr_db / 10)
+    y = x64 + nz * np.sqrt(target / (np.mean(nz**2) + _EPS))
+    return _f32(_limit_peak(y) if limit else y)
+
+
 # ----------------------------------------------------------------------------------------------- room
 def make_rir(
     rng: np.random.Generator, rt60: float | None = None, drr_db: float | None = None, sr: int = SR

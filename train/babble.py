@@ -73,15 +73,26 @@ def talker_streams(voices=BABBLE_VOICES, sentences=BABBLE_SENTENCES, cache: Path
     return out
 
 
-def babble(n: int, rng: np.random.Generator, streams: list[np.ndarray], talkers: int | None = None) -> np.ndarray:
-    """Unit-RMS babble of ``n`` samples: ``talkers`` (3-6 drawn if None) different streams, each from a random point
-    (wrapping round), summed at levels within +-3 dB of each other."""
-    k = min(int(rng.integers(3, 7)) if talkers is None else int(talkers), len(streams))
+def babble(n: int, rng: np.random.Generator, streams: list[np.ndarray], talkers: int | None = None,
+           talker_range: tuple[int, int] = (3, 7), spread_db: float = 3.0) -> np.ndarray:
+    """Unit-RMS babble of ``n`` samples: ``talkers`` (drawn from ``talker_range`` if None) different ``streams``, each
+    from a random point (wrapping round), summed at levels within +-``spread_db`` of each other (0: equal levels,
+    no draw)."""
+    k = min(int(rng.integers(*talker_range)) if talkers is None else int(talkers), len(streams))
     y = np.zeros(n)
     for i in rng.choice(len(streams), size=k, replace=False):
         s = streams[i]
+        g = 10 ** (rng.uniform(-spread_db, spread_db) / 20) if spread_db else 1.0
         start = int(rng.integers(0, len(s)))
-        y += 10 ** (rng.uniform(-3, 3) / 20) * np.tile(s, -(-(start + n) // len(s)))[start : start + n]
+        y += g * np.tile(s, -(-(start + n) // len(s)))[start : start + n]
+    return (y / (np.sqrt(np.mean(y**2)) + 1e-12)).astype(np.float32)
+
+
+def cafe(n: int, rng: np.random.Generator, streams: list[np.ndarray], **babble_args) -> np.ndarray:
+    """Unit-RMS cafe-like noise: :func:`babble` (``babble_args``), cutlery/dish clicks 8 dB below it and brown room
+    rumble 6 dB below it."""
+    y = babble(n, rng, streams, **babble_args).astype(np.float64)
+    y = y + 10 ** (-8 / 20) * A.clicks(n, rng) + 10 ** (-6 / 20) * A.brown_noise(n, rng)
     return (y / (np.sqrt(np.mean(y**2)) + 1e-12)).astype(np.float32)
 
 
@@ -97,13 +108,8 @@ def session_condition(rng: np.random.Generator, snr_range=(0.0, 15.0)) -> dict:
 def apply_session(x: np.ndarray, cond: dict, rng: np.random.Generator, streams: list[np.ndarray]) -> np.ndarray:
     """``x`` under the session condition ``cond`` (fresh noise from ``rng``); same length, peak <= 1."""
     y = A.reverb(x, rng, rt60=cond["rt60"]) if cond.get("rt60") else np.asarray(x, np.float32)
-    n = len(y)
-    if cond["kind"] in ("babble", "cafe"):
-        noise = babble(n, rng, streams).astype(np.float64)
-        if cond["kind"] == "cafe":
-            noise = noise + 10 ** (-8 / 20) * A.clicks(n, rng) + 10 ** (-6 / 20) * A.brown_noise(n, rng)
-    else:
-        noise = A.NOISE_GENERATORS[cond["kind"]](n, rng).astype(np.float64)
-    target = A.active_power(y) / 10 ** (cond["snr_db"] / 10)
-    out = y.astype(np.float64) + noise * np.sqrt(target / (np.mean(noise**2) + 1e-12))
-    return np.clip(np.nan_to_num(A._limit_peak(out)), -1.0, 1.0).astype(np.float32)
+    kind = cond["kind"]
+    if kind in ("babble", "cafe"):
+        noise = (babble if kind == "babble" else cafe)(len(y), rng, streams)
+        return np.clip(A.mix_at_snr(y, noise, cond["snr_db"]), -1.0, 1.0)
+    return np.clip(A.add_noise(y, rng, snr_db=cond["snr_db"], kind=kind), -1.0, 1.0)

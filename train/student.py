@@ -99,75 +99,66 @@ def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None, ta
     With ``tap`` = k, also keep hidden state k unpooled (the input of encoder layer k): fine-tuning the layers
     above k then needs no pass through the frozen layers below.
     """
-    import torch
-    from tqdm import tqdm
+    import zlib
 
     clips = load_ravdess()[:limit]
     model, cfg, _ = build_encoder(encoder)
     for c in range(copies):
-        out = cache_path(encoder, c, tap)
-        if out.is_file():
-            print(f"cached: {out}")
-            continue
         aug = Augmenter(p=0.9, seed=seed * 1000 + c) if c else None
-        embs, taps, owner = [], [], []
-        for i, clip in enumerate(tqdm(clips, desc=f"embed {encoder} copy {c}")):
-            x = load_audio(clip.path)
-            if aug is not None:
-                x = aug(x)
-            wins = runtime_windows(x)
-            with torch.no_grad():
-                if tap is None:
-                    e = model.embed(torch.from_numpy(wins))
-                else:
-                    from .models.cta_rnn import whisper_normalize
+        _embed_copy(model, clips, cache_path(encoder, c, tap), f"embed {encoder} copy {c}",
+                    (lambda x, clip: aug(x)) if aug is not None else None, tap)
+    if not sessions or tap is not None:
+        return
+    from .babble import apply_session, session_condition, talker_streams
 
-                    hs = model.encoder(whisper_normalize(torch.from_numpy(wins)), output_hidden_states=True).hidden_states
-                    e = model.head.pool(torch.stack(list(hs[:tap]), dim=1))
-                    taps.append(hs[tap].numpy().astype(np.float16))
-            embs.append(e.numpy().astype(np.float16))
-            owner += [i] * len(wins)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        extra = {"tap": np.concatenate(taps)} if taps else {}
-        np.savez(out, emb=np.concatenate(embs), clip=np.asarray(owner, np.int32),
-                 paths=np.asarray([c_.path for c_ in clips]), **extra)
-        print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
-    if sessions and tap is None:
-        _embed_sessions(model, encoder, clips, sessions, seed)
+    streams = []
+    for k in range(sessions):
+        conds: dict[str, dict] = {}
+
+        def session(x, clip, k=k, conds=conds):
+            if not streams:
+                streams.extend(talker_streams())
+            if clip.speaker not in conds:  # one condition per speaker and session copy, fresh noise per clip
+                conds[clip.speaker] = session_condition(np.random.default_rng([seed, k, zlib.crc32(clip.speaker.encode())]))
+            return apply_session(x, conds[clip.speaker], np.random.default_rng([seed, k, zlib.crc32(clip.path.encode())]),
+                                 streams)
+
+        _embed_copy(model, clips, session_cache_path(encoder, k), f"embed {encoder} session copy {k}", session,
+                    extra=lambda conds=conds: {"conditions": np.asarray(json.dumps(conds))})
 
 
-def _embed_sessions(model, encoder: str, clips, sessions: int, seed: int) -> None:
-    import zlib
-
+def _embed_copy(model, clips, out: Path, desc: str, transform=None, tap: int | None = None, extra=None) -> None:
+    """Embed every clip (``transform(x, clip)`` applied to its audio first) window by window into ``out`` (skipped if
+    it exists): pooled states ``emb``, owning clip index ``clip``, ``paths``; with ``tap`` also hidden state ``tap``
+    unpooled; ``extra()``: more arrays to store."""
     import torch
     from tqdm import tqdm
 
-    from .babble import apply_session, session_condition, talker_streams
+    if out.is_file():
+        print(f"cached: {out}")
+        return
+    embs, taps, owner = [], [], []
+    for i, clip in enumerate(tqdm(clips, desc=desc)):
+        x = load_audio(clip.path)
+        if transform is not None:
+            x = transform(x, clip)
+        wins = runtime_windows(x)
+        with torch.no_grad():
+            if tap is None:
+                e = model.embed(torch.from_numpy(wins))
+            else:
+                from .models.cta_rnn import whisper_normalize
 
-    streams = None
-    for k in range(sessions):
-        out = session_cache_path(encoder, k)
-        if out.is_file():
-            print(f"cached: {out}")
-            continue
-        streams = talker_streams() if streams is None else streams
-        conds = {}
-        embs, owner = [], []
-        for i, clip in enumerate(tqdm(clips, desc=f"embed {encoder} session copy {k}")):
-            if clip.speaker not in conds:
-                conds[clip.speaker] = session_condition(
-                    np.random.default_rng([seed, k, zlib.crc32(clip.speaker.encode())]))
-            x = apply_session(load_audio(clip.path), conds[clip.speaker],
-                              np.random.default_rng([seed, k, zlib.crc32(clip.path.encode())]), streams)
-            wins = runtime_windows(x)
-            with torch.no_grad():
-                embs.append(model.embed(torch.from_numpy(wins)).numpy().astype(np.float16))
-            owner += [i] * len(wins)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, emb=np.concatenate(embs), clip=np.asarray(owner, np.int32),
-                 paths=np.asarray([c_.path for c_ in clips]),
-                 conditions=np.asarray(json.dumps(conds)))
-        print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
+                hs = model.encoder(whisper_normalize(torch.from_numpy(wins)), output_hidden_states=True).hidden_states
+                e = model.head.pool(torch.stack(list(hs[:tap]), dim=1))
+                taps.append(hs[tap].numpy().astype(np.float16))
+        embs.append(e.numpy().astype(np.float16))
+        owner += [i] * len(wins)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    more = {"tap": np.concatenate(taps)} if taps else {}
+    np.savez(out, emb=np.concatenate(embs), clip=np.asarray(owner, np.int32),
+             paths=np.asarray([c_.path for c_ in clips]), **more, **(extra() if extra else {}))
+    print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
 
 
 def load_cache(encoder: str, copies: int, sessions: int = 0):
