@@ -15,7 +15,7 @@ Rows (RAVDESS 4 classes, the 5 folds of ``train.data.ravdess.speaker_folds``, cl
   one 3.5 s clip); GPU timings from ``results/teacher_timing_cuda.json`` if it exists. Their per-clip latency and RTF
   add the edgeser front end (log-mel + Silero VAD over the same 3.5 s, measured here); the transcript a text teacher
   needs (ASR) is not counted.
-- **windowed student** (Whisper tiny.en + CTA-RNN head, the shipped recipe; ``runs/cv_small/fold<k>/student.pt``):
+- **windowed student** (Whisper tiny.en + CTA-RNN head, no adaptation; ``runs/cv_small/fold<k>/student.pt``):
   each fold exported with ``python -m export`` to ``runs/compare/<format>-<fp32|int8>/fold<k>/`` (cached: redone only
   when the checkpoint is newer) and evaluated through the SDK, ``edgeser.load(path).classify(clip)``, on that fold's
   held-out actors; speed (``analyze()`` RTF, per-window latency), live latency and peak RSS on the first fold's
@@ -143,7 +143,7 @@ def aggregate_folds(folds: list[dict], labels=LABELS) -> dict:
 
 def split_variant(name: str) -> tuple[str, str]:
     """``"adapt-pte-fp32"`` -> ``("adapt", "pte-fp32")``; ``"causal-onnx-int8"`` -> ``("causal", "onnx-int8")``;
-    ``"onnx-int8"`` -> ``("windowed", "onnx-int8")`` (the shipped recipe keeps its unprefixed names)."""
+    ``"onnx-int8"`` -> ``("windowed", "onnx-int8")`` (the windowed recipe keeps its unprefixed names)."""
     if name.startswith(CAUSAL_PREFIX) and name[len(CAUSAL_PREFIX):] in CAUSAL_VARIANTS:
         return "causal", name[len(CAUSAL_PREFIX):]
     for recipe, (_, _, _, prefix) in RECIPES.items():
@@ -160,7 +160,7 @@ def variant_name(recipe: str, variant: str) -> str:
 
 
 def variant_dir(recipe: str, variant: str, fold: int) -> Path:
-    """Export folder of a windowed recipe's variant: ``runs/compare/<variant>/fold<k>`` (the shipped recipe) or
+    """Export folder of a windowed recipe's variant: ``runs/compare/<variant>/fold<k>`` (the windowed recipe) or
     ``runs/compare/adapt-<variant>/fold<k>``."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown windowed recipe {recipe!r}")
@@ -638,7 +638,7 @@ def _mark_unverified(row: dict, unverified: dict) -> dict:
 
 
 MODEL_TEXT = {
-    "windowed": "whisper-tiny.en + CTA-RNN head (windowed, shipped recipe)",
+    "windowed": "whisper-tiny.en + CTA-RNN head (windowed)",
     "adapt": "whisper-tiny.en + CTA-RNN head + test-time adaptive normalisation (windowed)",
 }
 

@@ -59,9 +59,11 @@ def main(argv=None) -> int:
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "files": {}}
     # fp32 exports must match eager closely. Dynamic int8: logits within 0.6, single windows near a tie may flip
     # (>= 95 % of windows agree), but every clip's label (Model.classify) and every segment of a 60 s stream must be
-    # identical to eager PyTorch's
+    # identical to eager PyTorch's, except near ties: where eager's two best classes are within 0.05 (the size of
+    # int8's score noise) the export may pick eager's runner-up; such flips are listed in the report
     atol = 1e-3 if a.quantize == "none" else 0.6
     agree = 1.0 if a.quantize == "none" else 0.95
+    tie = 0.0 if a.quantize == "none" else 0.05
     for fmt in a.format:
         path = a.out / f"{a.name}.{fmt}"
         t0 = time.time()
@@ -72,8 +74,8 @@ def main(argv=None) -> int:
             export_pte(model, example, path, info, quantize=q)
         took = time.time() - t0
         v = verify(model, path, windows, atol=atol, min_label_agreement=agree)
-        s = stream_check(model, info, path, pick, seconds=a.stream_seconds)
-        c = clip_check(model, info, path, pick)
+        s = stream_check(model, info, path, pick, seconds=a.stream_seconds, tie_margin=tie)
+        c = clip_check(model, info, path, pick, tie_margin=tie)
         report["files"][path.name] = {"bytes": path.stat().st_size, "export_seconds": round(took, 1),
                                       "windows_vs_eager": v, "clips_vs_eager": c, "stream_vs_eager": s}
         print(f"{path}: {path.stat().st_size / 2**20:.2f} MiB, {took:.0f} s, {json.dumps(v)}, clips {json.dumps(c)}, "

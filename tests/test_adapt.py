@@ -304,3 +304,20 @@ def test_export_clip_and_stream_checks(model, onnx_path, tmp_path):
         for seed in range(6, 12):  # some random model disagrees on some clip's label
             other = _adaptive_model(seed=seed)
             clip_check(other, info, onnx_path, clips)
+
+
+def test_export_checks_tolerate_only_near_ties():
+    """A quantized export may pick eager's runner-up only where eager's two best classes are within the tie
+    margin; a wider margin, or any other class, is a mismatch (export.student._tie_flip)."""
+    from types import SimpleNamespace as E
+
+    from export.student import _margin, _tie_flip
+
+    ref = E(label="neutral", scores={"neutral": 0.443, "happy": 0.071, "angry": 0.072, "sad": 0.414})
+    assert abs(_margin(ref.scores) - 0.029) < 1e-9
+    assert _tie_flip(ref, E(label="sad"), 0.05)
+    assert not _tie_flip(ref, E(label="sad"), 0.0)  # fp32 exports: strict
+    assert not _tie_flip(ref, E(label="sad"), 0.02)
+    assert not _tie_flip(ref, E(label="happy"), 0.05)  # not eager's runner-up
+    far = E(label="neutral", scores={"neutral": 0.6, "happy": 0.1, "angry": 0.1, "sad": 0.2})
+    assert not _tie_flip(far, E(label="sad"), 0.05)

@@ -88,9 +88,10 @@ def _cases() -> list[Case]:
              ("WAV", "PCM_32"), same_segments=True),
         Case("int64", lambda x, o: (np.round(x.astype(np.float64) * 2.0**63).astype(np.int64), 16000), "speech",
              0.005, same_segments=True),
-        # 8-bit PCM: quantisation noise at about -48 dB re full scale (measured 0.024)
-        Case("int8", lambda x, o: (np.round(x * 127).astype(np.int8), 16000), "speech", 0.05, ("AIFF", "PCM_S8")),
-        Case("uint8", lambda x, o: ((np.round(x * 127) + 128).astype(np.uint8), 16000), "speech", 0.05,
+        # 8-bit PCM: quantisation noise at about -48 dB re full scale, a real (if mild) noise condition for the
+        # model (measured at T = 1: 0.024 for the first default, 0.054 for the noisy-session-trained one)
+        Case("int8", lambda x, o: (np.round(x * 127).astype(np.int8), 16000), "speech", 0.08, ("AIFF", "PCM_S8")),
+        Case("uint8", lambda x, o: ((np.round(x * 127) + 128).astype(np.uint8), 16000), "speech", 0.08,
              ("WAV", "PCM_U8")),
         Case("clipped x10", lambda x, o: (np.clip(x * 10, -1, 1), 16000), "speech", None, wav_f),
         Case("float beyond 1 (x3, not clipped)", lambda x, o: (x * 3, 16000), "speech", None, wav_f),
