@@ -200,6 +200,8 @@ ROW_NAMES = {"student": "student (windowed)", "adaptive": "student (adaptive) �
 
 
 def _row_name(r) -> str:
+    if r.get("recipe") == "sess":
+        return "student (adaptive, noisy-session training: the bundled default's recipe) — session"
     return f"teacher {r['model']}" if r["kind"] == "teacher" else ROW_NAMES.get(r["kind"], r["kind"])
 
 
@@ -220,7 +222,7 @@ def compare(d) -> list[str]:
     if refreshed:
         out += [f"_Teacher rows re-read by `{refreshed['command']}` — {refreshed['date']}_", ""]
     for recipe, k in (d.get("kept") or {}).items():
-        out += [f"_{ROW_NAMES.get({'windowed': 'student', 'adapt': 'adaptive'}.get(recipe, recipe), recipe)} rows "
+        out += [f"_{ROW_NAMES.get({'windowed': 'student', 'adapt': 'adaptive', 'sess': 'adaptive'}.get(recipe, recipe), recipe)} rows "
                 f"kept from the earlier run `{k.get('command', '?')}` — {k.get('date', '?')} (not re-measured)_", ""]
     out += [d.get("protocol", ""), "",
            f"| model | variant / backbone | format | UAR % | WA % | per-clip UAR % (session rows) | folds | params M | "
@@ -322,8 +324,11 @@ def compare_summary(d) -> list[str]:
     if teachers:
         best = max(teachers, key=lambda r: r["uar"])
         picks.append((f"best teacher ({best['model']})", best, best["uar"]))
-    for kind, label in (("student", "windowed student"), ("adaptive", "adaptive student"), ("causal", "causal student")):
-        r = _pick(rows, kind)
+    for kind, recipe, label in (("student", None, "windowed student"),
+                                ("adaptive", "adapt", "adaptive student"),
+                                ("adaptive", "sess", "adaptive student + noisy-session training (the default's recipe)"),
+                                ("causal", None, "causal student")):
+        r = _pick([x for x in rows if recipe is None or x.get("recipe", "adapt") == recipe], kind)  # rows before "sess": adapt
         if r is None:
             continue
         if r.get("headline") == "session":

@@ -178,6 +178,13 @@ def test_compare_summary_for_readme():
     assert table[3].startswith("| adaptive student, session | onnx int8 | 83.0 |")
     assert table[4].startswith("| adaptive student, per clip | onnx int8 | 79.5 |")
     assert table[5].startswith("| causal student | onnx int8 | 64.0 | 0, 1 | 2.6 |")
+    d = _fake_results()  # a row of the noisy-session recipe gets its own lines, the plain adaptive ones stay
+    sess = dict(next(r for r in d["rows"] if r["kind"] == "adaptive" and r.get("uar") is not None), recipe="sess", uar=0.81)
+    d["rows"].append(sess)
+    table = [ln for ln in R.compare_summary(d) if ln.startswith("| ")]
+    assert len(table) == 1 + 7 and table[3].startswith("| adaptive student, session | onnx int8 | 83.0 |")
+    assert any(ln.startswith("| adaptive student + noisy-session training (the default's recipe), session") and
+               "| 81.0 |" in ln for ln in table)
     assert all(ln.rstrip().endswith("| 0.30 |") for ln in table[1:])
     assert "Session = " in "\n".join(lines)
 
@@ -202,6 +209,12 @@ def test_variant_naming():
     with pytest.raises(ValueError):
         C.variant_dir("causal", "onnx-fp32", 0)
     assert C.RECIPES["adapt"][0] == C.ROOT / "runs" / "cv_adapt"
+    # the bundled default's recipe (noisy-session training): its own prefix, folder and checkpoints
+    assert C.split_variant("sess-onnx-int8") == ("sess", "onnx-int8")
+    assert C.variant_dir("sess", "onnx-int8", 0) == C.COMPARE_RUNS / "sess-onnx-int8" / "fold0"
+    assert C.RECIPES["sess"][0] == C.ROOT / "runs" / "cv_adapt_sess" and C.RECIPES["sess"][2] == "adaptive"
+    assert C.short_name({"kind": "adaptive", "recipe": "sess", "format": "onnx", "quantization": "int8"}) != \
+        C.short_name({"kind": "adaptive", "recipe": "adapt", "format": "onnx", "quantization": "int8"})
 
 
 def test_session_order_is_default_models():
