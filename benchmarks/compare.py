@@ -656,7 +656,7 @@ def student_rows(variants, folds_for: dict, seconds: float, recipe: str = "windo
 
     rows, ctx = [], {}
     kind = RECIPES[recipe][2]
-    session = recipe in ("adapt", "sess")
+    session = kind == "adaptive"  # adaptive recipes: sessions as the headline
     params = student_params(min(min(f) for f in folds_for.values()), recipe)
     # exports run one at a time in the background, in the order the variants are evaluated (so a slow .pte export
     # overlaps the evaluation of the files already there); costs are measured as process CPU time, which the

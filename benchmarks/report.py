@@ -196,13 +196,19 @@ def _folds(r) -> str:
     return "all 5" if f == list(range(5)) else (", ".join(map(str, f)) or "—")
 
 
-ROW_NAMES = {"student": "student (windowed)", "adaptive": "student (adaptive) — session", "causal": "student (causal)"}
+# student rows of results/compare.json by recipe (rows written before rows named their recipe: from their kind)
+RECIPE_NAMES = {"windowed": "student (windowed)", "adapt": "student (adaptive) — session",
+                "sess": "student (adaptive, noisy-session training: the bundled default's recipe) — session",
+                "causal": "student (causal)"}
+_KIND_RECIPE = {"student": "windowed", "adaptive": "adapt", "causal": "causal"}
+
+
+def _recipe(r) -> str:
+    return r.get("recipe") or _KIND_RECIPE.get(r["kind"], r["kind"])
 
 
 def _row_name(r) -> str:
-    if r.get("recipe") == "sess":
-        return "student (adaptive, noisy-session training: the bundled default's recipe) — session"
-    return f"teacher {r['model']}" if r["kind"] == "teacher" else ROW_NAMES.get(r["kind"], r["kind"])
+    return f"teacher {r['model']}" if r["kind"] == "teacher" else RECIPE_NAMES.get(_recipe(r), r["kind"])
 
 
 def _per_clip_uar(r) -> str:
@@ -222,7 +228,7 @@ def compare(d) -> list[str]:
     if refreshed:
         out += [f"_Teacher rows re-read by `{refreshed['command']}` — {refreshed['date']}_", ""]
     for recipe, k in (d.get("kept") or {}).items():
-        out += [f"_{ROW_NAMES.get({'windowed': 'student', 'adapt': 'adaptive', 'sess': 'adaptive'}.get(recipe, recipe), recipe)} rows "
+        out += [f"_{RECIPE_NAMES.get(recipe, recipe)} rows "
                 f"kept from the earlier run `{k.get('command', '?')}` — {k.get('date', '?')} (not re-measured)_", ""]
     out += [d.get("protocol", ""), "",
            f"| model | variant / backbone | format | UAR % | WA % | per-clip UAR % (session rows) | folds | params M | "
@@ -309,9 +315,9 @@ def compare(d) -> list[str]:
     return out
 
 
-def _pick(rows, kind, fmt="onnx", q="int8"):
-    """The row of ``kind`` in ``fmt`` / ``q`` with a result (else any of that kind with a result)."""
-    have = [r for r in rows if r["kind"] == kind and r.get("uar") is not None]
+def _pick(rows, fmt="onnx", q="int8"):
+    """The row in ``fmt`` / ``q`` with a result (else any with a result)."""
+    have = [r for r in rows if r.get("uar") is not None]
     return next((r for r in have if r["format"] == fmt and r["quantization"] == q), have[0] if have else None)
 
 
@@ -324,11 +330,10 @@ def compare_summary(d) -> list[str]:
     if teachers:
         best = max(teachers, key=lambda r: r["uar"])
         picks.append((f"best teacher ({best['model']})", best, best["uar"]))
-    for kind, recipe, label in (("student", None, "windowed student"),
-                                ("adaptive", "adapt", "adaptive student"),
-                                ("adaptive", "sess", "adaptive student + noisy-session training (the default's recipe)"),
-                                ("causal", None, "causal student")):
-        r = _pick([x for x in rows if recipe is None or x.get("recipe", "adapt") == recipe], kind)  # rows before "sess": adapt
+    for recipe, label in (("windowed", "windowed student"), ("adapt", "adaptive student"),
+                          ("sess", "adaptive student + noisy-session training (the default's recipe)"),
+                          ("causal", "causal student")):
+        r = _pick([x for x in rows if x["kind"] != "teacher" and _recipe(x) == recipe])
         if r is None:
             continue
         if r.get("headline") == "session":

@@ -95,6 +95,11 @@ def _margin(scores: dict) -> float:
     return float(a - b)
 
 
+def _check_tie_margin(tie_margin: float) -> None:
+    if not 0.0 <= tie_margin < 1.0:
+        raise ValueError(f"tie_margin must be in [0, 1), got {tie_margin}")
+
+
 def _tie_flip(ref, got, tie_margin: float) -> bool:
     """A label change tolerated as a near tie: eager's two best classes are within ``tie_margin`` and the export
     picked eager's runner-up."""
@@ -111,6 +116,7 @@ def stream_check(model, info: ModelInfo, path, clips, seconds: float = 60.0, tie
     come out as eager's runner-up (reported in ``near_tie_flips``); any other difference still fails."""
     from .core import ExportMismatch
 
+    _check_tie_margin(tie_margin)
     parts, total = [], 0
     i = 0
     while total < seconds * SAMPLE_RATE:
@@ -140,6 +146,7 @@ def clip_check(model, info: ModelInfo, path, clips, tie_margin: float = 0.0) -> 
     Raises ExportMismatch otherwise."""
     from .core import ExportMismatch
 
+    _check_tie_margin(tie_margin)
     ref_m, got_m = Model(TorchBackend(model, info)), Model(open_backend(path))
     diff, differ, ties = 0.0, [], []
     for c in clips:

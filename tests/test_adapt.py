@@ -311,7 +311,7 @@ def test_export_checks_tolerate_only_near_ties():
     margin; a wider margin, or any other class, is a mismatch (export.student._tie_flip)."""
     from types import SimpleNamespace as E
 
-    from export.student import _margin, _tie_flip
+    from export.student import _margin, _tie_flip, clip_check, stream_check
 
     ref = E(label="neutral", scores={"neutral": 0.443, "happy": 0.071, "angry": 0.072, "sad": 0.414})
     assert abs(_margin(ref.scores) - 0.029) < 1e-9
@@ -321,3 +321,8 @@ def test_export_checks_tolerate_only_near_ties():
     assert not _tie_flip(ref, E(label="happy"), 0.05)  # not eager's runner-up
     far = E(label="neutral", scores={"neutral": 0.6, "happy": 0.1, "angry": 0.1, "sad": 0.2})
     assert not _tie_flip(far, E(label="sad"), 0.05)
+    for bad in (-0.1, 1.0):  # a margin that tolerates everything or nothing sensible is refused before any audio runs
+        with pytest.raises(ValueError, match="tie_margin"):
+            clip_check(None, None, "unused.onnx", [], tie_margin=bad)
+        with pytest.raises(ValueError, match="tie_margin"):
+            stream_check(None, None, "unused.onnx", [], tie_margin=bad)
