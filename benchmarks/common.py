@@ -24,9 +24,11 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
 
 
-def write_result(name: str, payload: dict, argv=None) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / name
+def write_result(name: str, payload: dict, argv=None, folder: Path | None = None) -> Path:
+    """``payload`` with the command, machine and date as ``folder/name`` (default: benchmarks/results)."""
+    folder = RESULTS if folder is None else Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / name
     rec = {
         "command": "python " + " ".join([sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)),
         "machine": machine(),

@@ -430,12 +430,18 @@ def _render(module: str, results: dict, **kw) -> list[str]:
     return text.rstrip("\n").split("\n") + [""]
 
 
-def robustness_section(d) -> list[str]:
-    """The robustness section (``benchmarks/robustness.py``'s own renderer) of benchmarks/README.md."""
+def robustness_section(d, off=None) -> list[str]:
+    """The robustness section (``benchmarks/robustness.py``'s own renderer) of benchmarks/README.md; ``off``: the
+    control run without emotion-change cuts (robustness_no_change_split.json), compared for the session modes."""
     if d is None:
         return ["## Robustness", ""] + _absent("robustness.json", "`python benchmarks/robustness.py`")
     lines = _render("robustness", d)
-    return lines if lines[0].startswith("## ") else ["## Robustness", ""] + lines
+    lines = lines if lines[0].startswith("## ") else ["## Robustness", ""] + lines
+    if off is not None:
+        from benchmarks.robustness import render_change_split
+
+        lines += render_change_split(d, off).rstrip("\n").split("\n") + [""]
+    return lines
 
 
 def calibration_sections(files) -> list[str]:
@@ -458,9 +464,9 @@ def calibration_sections(files) -> list[str]:
     return out
 
 
-def robustness_summary(d) -> list[str]:
+def robustness_summary(d, off=None) -> list[str]:
     """One line per model and adaptation mode for the README: clean vs mean shift UAR, worst condition, lowest neutral
-    recall."""
+    recall; with ``off`` (the control run without emotion-change cuts) one line per session mode comparing them."""
     if not d:
         return ["- Robustness: no `benchmarks/results/robustness.json` yet."]
     out = []
@@ -475,6 +481,17 @@ def robustness_summary(d) -> list[str]:
                        f"{_pct(s['mean_shift_uar'])} % mean over {s.get('n_shift_conditions', '?')} shifted recording "
                        f"conditions; worst {s['worst']['condition']} {_pct(s['worst']['uar'])} %; lowest neutral "
                        f"recall {_pct(nr.get('value', 0.0))} % ({', '.join(conds[:2])}{more}).")
+    off = off or {}
+    for name, mr in (d.get("models") or {}).items():
+        mo = ((off.get("models") or {}).get(name) or {}).get("summary") or {}
+        for mode in ("running", "calibrated", "off-session"):
+            a, b = (mr.get("summary") or {}).get(mode), mo.get(mode)
+            if not (a and b and "worst" in a and "worst" in b):
+                continue
+            out.append(f"- Sessions (`{name}`, `{mode}`) cut at emotion changes vs segments of the VAD alone "
+                       f"(`robustness_no_change_split.json`): worst {a['worst']['condition']} {_pct(a['worst']['uar'])} "
+                       f"% vs {b['worst']['condition']} {_pct(b['worst']['uar'])} %; lowest neutral recall "
+                       f"{_pct(a['neutral_recall_min']['value'])} % vs {_pct(b['neutral_recall_min']['value'])} %.")
     return out or ["- Robustness: `benchmarks/results/robustness.json` has no summary yet (a run in progress?)."]
 
 
@@ -551,7 +568,8 @@ def readme_summary() -> list[str]:
     c = _load("compare.json")
     if c:
         out += compare_summary(c)
-    out += robustness_summary(_load("robustness.json")) + calibration_summary(_calibration_files()) + [""]
+    out += robustness_summary(_load("robustness.json"), _load("robustness_no_change_split.json"))
+    out += calibration_summary(_calibration_files()) + [""]
     return out + [README_END]
 
 
@@ -592,12 +610,17 @@ def main() -> int:
     d = _load("hardening.json")
     if d is not None:
         lines += hardening(d)
-    lines += robustness_section(_load("robustness.json"))
+    lines += robustness_section(_load("robustness.json"), _load("robustness_no_change_split.json"))
     d = _load("shortcuts.json")
     if d is not None:
         from benchmarks.shortcuts import render_markdown as shortcuts_md
 
         lines += shortcuts_md(d).splitlines() + [""]
+    d = _load("session_mix.json")
+    if d is not None:
+        from benchmarks.session_mix import render_markdown as session_mix_md
+
+        lines += session_mix_md(d).splitlines() + [""]
     lines += calibration_sections(_calibration_files())
     (HERE / "README.md").write_text("\n".join(lines) + "\n")
     print(HERE / "README.md")

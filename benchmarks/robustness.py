@@ -21,7 +21,9 @@ noise/room/codec draw in every condition of a family and in every adaptation mod
 
 Adaptation modes (``--adapt``):
 
-- ``off``: each clip alone through ``Model.classify`` (today's behaviour; ``adapt="off"`` when the runtime knows it);
+- ``off``: each clip alone through ``Model.classify`` (``adapt="off"`` when the runtime knows it: no adaptation);
+- ``clip``: each clip alone through ``Model.classify`` with the runtime's defaults, as ``edgeser.classify(path)`` does
+  (an adaptive model: a fresh stream that adapts within the clip, from the training data's statistics);
 - ``running-clips``: per speaker one ``Model.stream(adapt="running")``, and each clip of the speaker (same fixed
   shuffled order as the sessions) through ``Model.classify(clip, stream=...)``: every clip is segmented on its own
   (as ``off``), the adaptation statistics go on from clip to clip (an app that analyses one user's recordings);
@@ -32,9 +34,14 @@ Adaptation modes (``--adapt``):
 - ``calibrated``: as ``running`` after ``Stream.calibrate`` on ~10 s of the same speaker's RAVDESS *calm* clips
   (not a test class) under the same condition (TTS voices: three other sentences at the voice's default prosody).
 
+The session streams segment as the runtime does by default (the VAD, the segmenter's energy dips, and cuts where the
+emotion changes within a long segment); ``--no-change-split`` turns the last off (``Model.stream(split_on_change=
+False)``), the control that shows what the cuts do.
+
 Modes the runtime (or the model) cannot do are recorded as unavailable, not run. A clip's prediction is the argmax
 of its scores (an "uncertain" label, if the runtime abstains, is counted apart and still scored by its argmax).
-Writes benchmarks/results/robustness.json and robustness.png (robustness_<model>.png for further models).
+Writes benchmarks/results/robustness.json and robustness.png (robustness_<model>.png for further models); with
+``--no-change-split`` robustness_no_change_split.json / .png.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from benchmarks.common import RESULTS, machine, write_result  # noqa: E402
 
 SR = 16000
 GAP_S = 0.5  # silence appended to every clip (between clips in a session)
-MODES = ("off", "running-clips", "off-session", "running", "calibrated")
+MODES = ("off", "clip", "running-clips", "off-session", "running", "calibrated")
 SESSION_MODES = ("off-session", "running", "calibrated")  # one stream over the clips back to back
 DEFAULT_TTS_CACHE = Path("~/.cache/edgeser/robustness/tts")
 CALIBRATION_SENTENCES = (  # the TTS voices' "ordinary speech" for calibrate(); none is a test sentence
@@ -294,16 +301,18 @@ def adaptation_support(model) -> dict:
     modes = {"off": None, "off-session": None}
     if not stream_adapt:
         reason = "the runtime has no Model.stream(adapt=...)"
-        modes["running"] = modes["calibrated"] = modes["running-clips"] = reason
+        modes["running"] = modes["calibrated"] = modes["running-clips"] = modes["clip"] = reason
     elif not adaptive:
         reason = "the model has no test-time adaptation state (export it with adaptation)"
         modes["running"] = modes["calibrated"] = modes["running-clips"] = reason
+        modes["clip"] = "the model has no test-time adaptation: its defaults are the 'off' mode"
     else:
-        modes["running"] = None
+        modes["running"] = modes["clip"] = None
         modes["calibrated"] = None if calibrate else "the runtime has no Stream.calibrate"
         modes["running-clips"] = None if classify_stream else "the runtime has no Model.classify(stream=...)"
     return {"stream_adapt": stream_adapt, "classify_adapt": classify_adapt, "classify_stream": classify_stream,
             "calibrate": calibrate,
+            "split_on_change": bool(getattr(s, "split_on_change", False)),
             "model_adaptive": adaptive, "model_adaptation": dict(getattr(info, "adaptation", {}) or {}),
             "unavailable": {m: r for m, r in modes.items() if r}}
 
@@ -321,9 +330,10 @@ def _pred(labels, scores: dict) -> int:
     return int(np.argmax([scores[lab] for lab in labels]))
 
 
-def classify_off(model, x: np.ndarray, support: dict) -> tuple[int, bool]:
-    """(predicted index, abstained) of one clip on its own."""
-    kw = {"adapt": "off"} if support["classify_adapt"] else {}
+def classify_off(model, x: np.ndarray, support: dict, defaults: bool = False) -> tuple[int, bool]:
+    """(predicted index, abstained) of one clip on its own: without adaptation, or (``defaults``) with the runtime's
+    defaults."""
+    kw = {"adapt": "off"} if support["classify_adapt"] and not defaults else {}
     r = model.classify(x, SR, **kw)
     return _pred(model.labels, r.scores), r.label not in model.labels
 
@@ -342,13 +352,15 @@ def classify_clips(model, units: list[np.ndarray]) -> list[tuple[int, bool]]:
 MIN_OVERLAP_S = 0.25  # an event counts for a clip when it covers at least this much of the clip's audio
 
 
-def run_session(model, units: list[np.ndarray], mode: str, support: dict, calib: np.ndarray | None = None) -> dict:
+def run_session(model, units: list[np.ndarray], mode: str, support: dict, calib: np.ndarray | None = None,
+                split_on_change: bool = True) -> dict:
     """One stream over ``units`` back to back. Per unit: the prediction from the final events that cover at least
     :data:`MIN_OVERLAP_S` of it (their scores averaged, weighted by how much of the unit each covers; -1 = no such
     event, counted wrong), how many events that was, whether one of them also covers another unit (the VAD merged
     clips, e.g. in babble: every clip under the event gets its scores, as a user would see), whether one abstained;
-    and the calibration's speech seconds."""
-    kw = {}
+    and the calibration's speech seconds. ``split_on_change=False``: segments of the VAD alone (the control for
+    the runtime's emotion-change cuts)."""
+    kw = {} if split_on_change else {"split_on_change": False}
     if support["stream_adapt"]:
         kw["adapt"] = "off" if mode == "off-session" else "running"
     s = model.stream(emit_partial=False, **kw)
@@ -426,7 +438,7 @@ def _calibration_audio(calm: list[Utt], spec: dict, pool, seconds: float) -> np.
 
 
 def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict, modes: list[str], support: dict,
-                 pool=None, calib_seconds: float = 10.0) -> dict:
+                 pool=None, calib_seconds: float = 10.0, split_on_change: bool = True) -> dict:
     """Every mode on ``utts`` under one condition (audio made once per clip, shared by the modes)."""
     labels = list(model.labels)
     by_spk: dict[str, list[Utt]] = {}
@@ -450,15 +462,16 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
             t = time.perf_counter()
             a = acc[m]
             a["t"] += truth
-            if m in ("off", "running-clips"):
-                out = [classify_off(model, x, support) for x in units] if m == "off" else classify_clips(model, units)
+            if m in ("off", "clip", "running-clips"):
+                out = [classify_off(model, x, support, m == "clip") for x in units] if m != "running-clips" \
+                    else classify_clips(model, units)
                 a["p"] += [p for p, _ in out]
                 a["ab"] += [ab for _, ab in out]
                 a["s"] += time.perf_counter() - t
                 continue
             if m == "calibrated" and calib is None:
                 raise RuntimeError(f"no calibration clips for speaker {spk}")
-            r = run_session(model, units, m, support, calib)
+            r = run_session(model, units, m, support, calib, split_on_change)
             a["p"] += r["preds"]
             a["ne"] += r["n_events"]
             a["ab"] += r["abstained"]
@@ -550,6 +563,40 @@ def summarize(results: dict, specs: list[dict], modes: list[str], labels: list[s
         rec["neutral_recall_min"] = {"condition": tied[0], "value": low, "conditions": tied}
         out[m] = rec
     return out
+
+
+def render_change_split(on: dict, off: dict) -> str:
+    """Markdown: the session modes with the runtime's emotion-change cuts (``on``, a robustness.json payload) against
+    the same run without them (``off``, robustness_no_change_split.json): clean and every condition where the VAD
+    merged clips. Numbers read from the files, never typed."""
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    out = ["### Sessions: cut at emotion changes vs segments of the VAD alone", "",
+           f"_`{on.get('command', '?')}` vs `{off.get('command', '?')}`; same clips, seeds and model_", ""]
+    for name, mr in (on.get("models") or {}).items():
+        mo = (off.get("models") or {}).get(name)
+        if not mo:
+            continue
+        labels = mr["labels"]
+        neutral = "neutral" if "neutral" in labels else labels[0]
+        modes = [m for m in mr["modes_run"] if m in SESSION_MODES and m in mo["modes_run"]]
+        conds = [c for c, r in mo["conditions"].items() if c in mr["conditions"]
+                 and (c == "clean" or any(r[m].get("merged", 0) for m in modes))]
+        head = ["condition"] + [f"{m}: UAR % cut / VAD only" for m in modes] + \
+               [f"{m}: {neutral} recall % cut / VAD only" for m in modes] + ["clips merged, cut / VAD only"]
+        out += [f"`{name}` ({mr['clips_per_condition']} clips per condition):", "",
+                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = [(c, mr["conditions"][c], mo["conditions"][c]) for c in conds]
+        if "tts" in mr and "tts" in mo:
+            rows.append(("TTS voices (espeak-ng)", mr["tts"], mo["tts"]))
+        for c, a, b in rows:
+            cells = [c] + [f"{pct(a[m]['uar'])} / {pct(b[m]['uar'])}" for m in modes]
+            cells += [f"{pct(a[m]['recall'][neutral])} / {pct(b[m]['recall'][neutral])}" for m in modes]
+            cells.append(", ".join(f"{m}: {a[m].get('merged', 0)} / {b[m].get('merged', 0)}" for m in modes))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def render_markdown(results: dict) -> str:
@@ -702,6 +749,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tts-per-label", type=int, default=None, help="TTS clips per label per voice (default 4)")
     ap.add_argument("--no-tts", action="store_true")
     ap.add_argument("--calib-seconds", type=float, default=10.0)
+    ap.add_argument("--no-change-split", action="store_true",
+                    help="session modes: one event per segment of the VAD (Model.stream(split_on_change=False))")
     ap.add_argument("--out", default=None, help="folder for the JSON and PNG (default benchmarks/results)")
     a = ap.parse_args(argv)
 
@@ -732,17 +781,22 @@ def main(argv=None) -> int:
         tts_utts, tts_calm = load_tts(folder)
         tts = (tts_utts, tts_calm, tts_desc)
 
-    payload = {"threads": 1, "quick": a.quick, "gap_s": GAP_S, "calibration_seconds": a.calib_seconds,
+    payload = {"threads": 1, "quick": a.quick, "split_on_change": not a.no_change_split, "gap_s": GAP_S,
+               "calibration_seconds": a.calib_seconds,
                "conditions": {s["name"]: {**s, "description": describe(s)} for s in specs},
                "conditions_unavailable": skipped, "models": {},
                "protocol": {
-                   "off": "Model.classify on each clip (+0.5 s silence) alone" ,
+                   "off": "Model.classify on each clip (+0.5 s silence) alone, adapt='off'",
+                   "clip": "Model.classify on each clip (+0.5 s silence) alone with the runtime's defaults (as "
+                           "edgeser.classify(path); an adaptive model adapts within the clip from the training prior)",
                    "running-clips": "per speaker one Model.stream(adapt='running'); each clip (+0.5 s silence, the "
                                     "sessions' order) through Model.classify(clip, stream=...): segmented alone, "
                                     "adaptation statistics carried from clip to clip",
                    "off-session": "one non-adapting stream per (speaker, condition) over the speaker's clips in a fixed "
                                   "shuffled order, 0.5 s silence between clips; per clip the final events it overlaps "
-                                  "most (duration-weighted mean of their scores), no event = wrong",
+                                  "most (duration-weighted mean of their scores), no event = wrong; the streams' "
+                                  "segments are the runtime's defaults (VAD + energy dips, and cut at emotion changes "
+                                  "where runtime_support.split_on_change)",
                    "running": "as off-session with Model.stream(adapt='running')",
                    "calibrated": "as running after Stream.calibrate on ~calibration_seconds of the speaker's RAVDESS calm "
                                  "clips under the same condition (TTS: 3 other sentences at the voice's default prosody)",
@@ -784,7 +838,7 @@ def main(argv=None) -> int:
             mr["babble"] = {"talkers": pool.talkers, "clips": pool.clips}
         concat = np.concatenate([u.audio for u in utts[:16]])
         for spec in specs:
-            r = evaluate_set(model, utts, calm, spec, modes, support, pool, a.calib_seconds)
+            r = evaluate_set(model, utts, calm, spec, modes, support, pool, a.calib_seconds, not a.no_change_split)
             kb = measured_kbps(spec, concat)
             if kb is not None:
                 r["_kbps"] = round(kb, 2)
@@ -794,7 +848,7 @@ def main(argv=None) -> int:
         if tts:
             tts_utts = [u for u in tts[0] if u.label in labels]
             r = evaluate_set(model, tts_utts, tts[1], {"name": "tts", "family": "clean"}, modes, support, None,
-                             a.calib_seconds)
+                             a.calib_seconds, not a.no_change_split)
             mr["tts"] = r
             print(f"{name} | TTS voices               " + " ".join(f"{m} UAR {r[m]['uar']:.3f}" for m in modes), flush=True)
         mr["summary"] = summarize(mr["conditions"], specs, modes, labels)
@@ -805,11 +859,13 @@ def main(argv=None) -> int:
         if a.adapt is None and modes == ["off"]:
             mr.setdefault("notes", []).append("off-session (the session control) not run: no adapting mode runs")
         payload["models"][name] = mr
-        png = out_dir / ("robustness.png" if mi == 0 else f"robustness_{Path(name).stem}.png")
+        base = "robustness_no_change_split" if a.no_change_split else "robustness"
+        png = out_dir / (f"{base}.png" if mi == 0 else f"{base}_{Path(name).stem}.png")
         mr["plot"] = plot(mr, png, f"{name} on speakers never trained on ({', '.join(test_spk)}): UAR (top) and "
                                    f"{labels[0]} recall (bottom) per condition and adaptation mode").name
     payload["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    print(_write("robustness.json", payload, argv, out_dir), f"{payload['wall_seconds']:.0f} s")
+    out_name = "robustness_no_change_split.json" if a.no_change_split else "robustness.json"
+    print(_write(out_name, payload, argv, out_dir), f"{payload['wall_seconds']:.0f} s")
     return 0
 
 

@@ -362,7 +362,8 @@ class Listener:
 
     def __init__(self, callback: Callable[[Any], Any], *, model=None, device=None, sample_rate=None,
                  block_ms: float = 30, queue_seconds: float = 10.0, on_error: Callable[[BaseException], Any] | None = None,
-                 source=None, adapt: str | None = None, abstain_below: float | str | None = None, calibration=None):
+                 source=None, adapt: str | None = None, abstain_below: float | str | None = None, calibration=None,
+                 split_on_change: bool | None = None):
         if not callable(callback):
             raise TypeError("callback must be callable")
         if not (block_ms > 0):
@@ -380,7 +381,8 @@ class Listener:
             source = MicrophoneSource(device, sample_rate, block_ms)
         self.source = source
         self.sample_rate = source.sample_rate
-        opts = {k: v for k, v in (("adapt", adapt), ("abstain_below", abstain_below)) if v is not None}
+        opts = {k: v for k, v in (("adapt", adapt), ("abstain_below", abstain_below),
+                                  ("split_on_change", split_on_change)) if v is not None}
         self._stream = model.stream(**opts)
         if calibration is not None:  # (samples, sample_rate) of the speaker's ordinary speech
             self._stream.calibrate(*calibration)
@@ -632,7 +634,7 @@ class Listener:
 def listen(callback: Callable[[Any], Any], *, model=None, device=None, sample_rate=None, block_ms: float = 30,
            queue_seconds: float = 10.0, on_error: Callable[[BaseException], Any] | None = None, source=None,
            start: bool = True, adapt: str | None = None, abstain_below: float | str | None = None,
-           calibration=None) -> Listener:
+           calibration=None, split_on_change: bool | None = None) -> Listener:
     """Listen to the microphone (or ``source``) and call ``callback(event)`` for every emotion event.
 
     ``model``: a loaded model, a model path, or None for the default model. ``device``/``sample_rate``/``block_ms``
@@ -641,7 +643,8 @@ def listen(callback: Callable[[Any], Any], *, model=None, device=None, sample_ra
     callback (default: logged), and for the error that ends listening (device gone, inference failed), which
     ``stop()``/``join()`` also raise. ``adapt`` ("running" / "off"), ``abstain_below`` (events under this confidence
     are labelled "uncertain"; "auto" = the model's recommended threshold) and ``calibration`` ((samples, sample_rate) of a few seconds of the speaker's ordinary
-    speech) set up the stream as :meth:`edgeser.Model.stream` and :meth:`edgeser.Stream.calibrate` do.
+    speech) and ``split_on_change`` (False: one event per speech segment, never cut where the emotion changes) set up
+    the stream as :meth:`edgeser.Model.stream` and :meth:`edgeser.Stream.calibrate` do.
     Returns the :class:`Listener`, started unless ``start=False``::
 
         with edgeser.listen(print) as listener:
@@ -649,7 +652,7 @@ def listen(callback: Callable[[Any], Any], *, model=None, device=None, sample_ra
     """
     listener = Listener(callback, model=model, device=device, sample_rate=sample_rate, block_ms=block_ms,
                         queue_seconds=queue_seconds, on_error=on_error, source=source, adapt=adapt,
-                        abstain_below=abstain_below, calibration=calibration)
+                        abstain_below=abstain_below, calibration=calibration, split_on_change=split_on_change)
     if start:
         listener.start()
     return listener

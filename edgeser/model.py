@@ -75,15 +75,17 @@ class Model:
         return "stream" in self.info.state_scopes()
 
     def stream(self, *, emit_partial: bool = True, adapt: str | None = None,
-               abstain_below: float | str | None = None) -> Stream:
+               abstain_below: float | str | None = None, split_on_change: bool = True) -> Stream:
         """A new independent stream (its own front-end, VAD, segment and adaptation state).
 
         ``adapt``: "running" (normalise against the statistics of the stream so far; the default of adaptive models),
         "off" (against the training data's, or the calibration's, fixed statistics). ``abstain_below``: confidence
         under which results are labelled "uncertain": None (default) = never, "auto" = the threshold the model's
-        metadata recommends (fitted on validation speakers), or a number in [0, 1)."""
+        metadata recommends (fitted on validation speakers), or a number in [0, 1). ``split_on_change``: a segment
+        also ends where the emotion changes within continuous speech (see :mod:`edgeser.stream`); False = one event
+        per speech segment of the VAD."""
         return Stream(self.backend, self._segmenter, emit_partial=emit_partial, adapt=adapt,
-                      abstain_below=abstain_below)
+                      abstain_below=abstain_below, split_on_change=split_on_change)
 
     def _result(self, mean: np.ndarray, speech_seconds: float, abstain_below: float = 0.0) -> EmotionResult:
         k = int(np.argmax(mean))
@@ -140,12 +142,15 @@ class Model:
         return self._result(every.finish(), 0.0, s.abstain_below)
 
     def analyze(self, source, sample_rate: int | None = None, *, partial: bool = False, adapt: str | None = None,
-                abstain_below: float | str | None = None, calibration=None) -> list[EmotionEvent]:
-        """Timeline of a recording (path or array): one final event per speech segment (and partials if asked).
+                abstain_below: float | str | None = None, calibration=None,
+                split_on_change: bool = True) -> list[EmotionEvent]:
+        """Timeline of a recording (path or array): one final event per speech segment, a long one also cut where the
+        emotion changes (and partials if asked).
         Files are streamed from disk in blocks, so memory stays bounded for long recordings. ``adapt`` /
-        ``abstain_below``: as for :meth:`stream`; ``calibration``: (samples, sample_rate) of the speaker's ordinary
-        speech for :meth:`Stream.calibrate`."""
-        s = self.stream(emit_partial=partial, adapt=adapt, abstain_below=abstain_below)
+        ``abstain_below`` / ``split_on_change``: as for :meth:`stream`; ``calibration``: (samples, sample_rate) of
+        the speaker's ordinary speech for :meth:`Stream.calibrate`."""
+        s = self.stream(emit_partial=partial, adapt=adapt, abstain_below=abstain_below,
+                        split_on_change=split_on_change)
         if calibration is not None:
             s.calibrate(*calibration)
         events: list[EmotionEvent] = []
@@ -257,5 +262,6 @@ def classify(source, sample_rate: int | None = None, model=None) -> EmotionResul
 
 
 def analyze(source, sample_rate: int | None = None, model=None, *, partial: bool = False) -> list[EmotionEvent]:
-    """Timeline of a recording (path or array): a list of EmotionEvents, one final event per speech segment."""
+    """Timeline of a recording (path or array): a list of EmotionEvents, one final event per speech segment (a long
+    one also cut where the emotion changes)."""
     return load(model).analyze(source, sample_rate, partial=partial)

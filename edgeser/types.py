@@ -27,7 +27,9 @@ class EmotionResult:
 
 @dataclass(frozen=True)
 class EmotionEvent:
-    """The emotion of one speech segment, from ``start`` to ``end`` seconds of the stream.
+    """The emotion of one speech segment, from ``start`` to ``end`` seconds of the stream. A segment is a stretch of
+    speech between pauses (as the VAD and the segmenter see them), or part of a long one that was cut where the
+    emotion changed (``Model.stream(split_on_change=...)``; the next segment then starts where this one ends).
 
     ``final`` is False for partial events, emitted while the segment goes on (each covers the segment so far), and
     True for the single last event of a segment. ``label`` is ``"uncertain"`` when ``confidence`` is below the

@@ -266,6 +266,26 @@ def test_robustness_summary_and_section():
     assert "could not be rendered" in bad
 
 
+def test_robustness_change_split_control_in_the_reports():
+    """The control run (session modes without emotion-change cuts) is compared line by line with the main run."""
+    on, off = _fake_robustness(), _fake_robustness()
+    mo = off["models"]["m.onnx"]
+    mo["summary"]["running"] = {**mo["summary"]["running"], "worst": {"condition": "cafe 0 dB", "uar": 0.3},
+                                "neutral_recall_min": {"condition": "cafe 0 dB", "value": 0.25}}
+    mo["conditions"] = {"clean": mo["conditions"]["clean"],
+                        "babble 0 dB": {**mo["conditions"]["babble 0 dB"],
+                                        "running": {**mo["conditions"]["babble 0 dB"]["running"], "uar": 0.5,
+                                                    "merged": 90}}}
+    lines = R.robustness_summary(on, off)
+    assert len(lines) == 3 and "cut at emotion changes" in lines[2]
+    assert "worst babble 0 dB 41.0 % vs cafe 0 dB 30.0 %" in lines[2] and "50.0 % vs 25.0 %" in lines[2]
+    assert len(R.robustness_summary(on, None)) == 2
+    sec = "\n".join(R.robustness_section(on, off))
+    assert "cut at emotion changes vs segments of the VAD alone" in sec
+    rows = [ln for ln in sec.splitlines() if ln.startswith("| babble 0 dB |") and "/" in ln]
+    assert rows and "75.0 / 50.0" in rows[-1] and "running: 0 / 90" in rows[-1]
+
+
 def _fake_calibration(ece_after=0.04):
     m = {"n": 20, "ece": 0.1, "nll": 0.6, "accuracy": 0.8, "mean_confidence": 0.7, "brier": 0.3}
     return {"pooled": {"clips": 560, "speakers": 20, "before": m, "after": {**m, "ece": ece_after}},

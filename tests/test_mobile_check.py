@@ -96,6 +96,38 @@ def test_golden_vectors_describe_the_stream(tmp_path):
     for e in finals:
         wins = [w for w in doc["windows"] if w["segment"] == e["segment"]]
         first = min(w["end_frame"] for w in wins)
-        assert first == round(e["start"] * 16000) // 160 + doc["model"]["first_frames"]  # 0.5 s after its start
+        # 0.5 s after its start; a segment opened by an emotion change starts at the middle of its first window
+        assert first - round(e["start"] * 16000) // 160 in (doc["model"]["first_frames"], doc["model"]["window_frames"] // 2)
         ends = sorted(w["end_frame"] for w in wins if w["kind"] == "partial")
         assert all(b - a == doc["model"]["hop_frames"] for a, b in zip(ends, ends[1:]))  # then every 0.5 s
+
+
+def test_the_documented_schedule_reproduces_emotion_change_splits():
+    """The port's algorithm (apps/mobile/README.md section 4, golden.window_schedule): windows rebuilt from the events
+    of a stream cut at an emotion change, run again on the whole clip's log-mel, give every final event's scores."""
+    import numpy as np
+
+    from apps.mobile.golden import window_schedule
+    from edgeser.features import log_mel
+    from edgeser.model import Model
+    from edgeser.stream import SILENCE_LOGMEL, softmax
+    from test_stream import _SharpBackend, _two_voices
+
+    b = _SharpBackend()
+    m = Model(b, vad="energy")
+    x = _two_voices(5.0, 4.0)
+    s = m.stream()
+    events = []
+    for i in range(0, x.size, 480):
+        events += s.accept(x[i:i + 480], 16000)
+    events += s.flush()
+    finals = [e for e in events if e.final]
+    assert len(finals) == 2  # one speech segment, cut once where the 'emotion' changes
+    mel = log_mel(x)
+    w = b.info.window_frames
+    padded = np.concatenate([np.full((80, w), SILENCE_LOGMEL, np.float32), mel], axis=1)
+    windows = window_schedule(events, mel.shape[1], b.info)
+    for e in finals:
+        ends = [win["end_frame"] for win in windows if win["segment"] == e.segment]
+        probs = [softmax(b.run(np.ascontiguousarray(padded[None, :, k:k + w])), b.info.temperature) for k in ends]
+        assert np.allclose(np.mean(probs, axis=0), [e.scores[k] for k in m.labels], atol=1e-5)

@@ -161,8 +161,8 @@ class _StubModel:
     def __init__(self, events):
         self.log, self.events = [], events
 
-    def stream(self, *, emit_partial=True, adapt=None):
-        self.log.append(("stream", adapt))
+    def stream(self, *, emit_partial=True, adapt=None, **kw):
+        self.log.append(("stream", adapt) + tuple(kw.items()))
         return _StubStream(self.log, self.events)
 
 
@@ -190,6 +190,10 @@ def test_session_assigns_events_to_clips():
     m4 = _StubModel(events)
     R.run_session(m4, units, "off-session", {"stream_adapt": False})
     assert m4.log[0] == ("stream", None)
+    # the control: segments of the VAD alone (the runtime's default cuts at emotion changes are turned off)
+    m5 = _StubModel(events)
+    R.run_session(m5, units, "running", support, split_on_change=False)
+    assert m5.log[0] == ("stream", "running", ("split_on_change", False))
 
 
 def test_adaptation_support_without_the_api():
@@ -205,15 +209,16 @@ def test_adaptation_support_without_the_api():
 
     s = R.adaptation_support(Old())
     assert not s["stream_adapt"] and not s["calibrate"] and not s["classify_stream"]
-    assert set(s["unavailable"]) == {"running", "calibrated", "running-clips"}
+    assert set(s["unavailable"]) == {"running", "calibrated", "running-clips", "clip"}
     assert "runtime" in s["unavailable"]["running"]
     assert R.resolve_modes(None, s) == ["off"]
     assert R.resolve_modes(["off", "off-session", "running"], s) == ["off", "off-session"]
     full = {"unavailable": {}}
     assert R.resolve_modes(None, full) == list(R.MODES)
-    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no"}}) == ["off", "running-clips", "off-session",
-                                                                            "running"]
-    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no", "running": "no"}}) == ["off", "running-clips",
+    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no"}}) == ["off", "clip", "running-clips",
+                                                                            "off-session", "running"]
+    assert R.resolve_modes(None, {"unavailable": {"calibrated": "no", "running": "no"}}) == ["off", "clip",
+                                                                                              "running-clips",
                                                                                               "off-session"]
 
 
@@ -273,8 +278,8 @@ def test_modes_a_model_without_adaptation_cannot_run(tmp_path):
     m = edgeser.load(_tiny_onnx(tmp_path / "plain.onnx", ["Actor_01"]))
     s = R.adaptation_support(m)
     assert s["stream_adapt"] and s["calibrate"] and not s["model_adaptive"]  # today's runtime has the API
-    assert set(s["unavailable"]) == {"running", "calibrated", "running-clips"}
-    assert "model" in s["unavailable"]["running"] and "model" in s["unavailable"]["running-clips"]
+    assert set(s["unavailable"]) == {"running", "calibrated", "running-clips", "clip"}
+    assert "model" in s["unavailable"]["running"] and "'off'" in s["unavailable"]["clip"] and "model" in s["unavailable"]["running-clips"]
     assert R.resolve_modes(None, s) == ["off"]
 
 
@@ -347,3 +352,44 @@ def test_quick_benchmark_end_to_end(tmp_path, speech):
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
     md = R.render_markdown(d)
     assert "babble 5 dB" in md and "TTS voices" in md and "| condition |" in md and "UAR / WA % calibrated" in md
+    assert d["split_on_change"] is True and mr["runtime_support"]["split_on_change"] is True
+
+    # the control run: the session modes with segments of the VAD alone, in a file of its own
+    assert R.main(argv[:-2] + ["clean", "--adapt", "running", "--no-tts", "--no-change-split"]) == 0
+    off = json.loads((out / "robustness_no_change_split.json").read_text())
+    assert off["split_on_change"] is False and "--no-change-split" in off["command"]
+    assert (out / "robustness_no_change_split.png").is_file() and (out / "robustness.json").is_file()
+    table = R.render_change_split(d, off)
+    row = next(ln for ln in table.splitlines() if ln.startswith("| clean |"))
+    on_uar = f"{100 * mr['conditions']['clean']['running']['uar']:.1f}"
+    off_uar = f"{100 * off['models']['tiny.onnx']['conditions']['clean']['running']['uar']:.1f}"
+    assert f"| {on_uar} / {off_uar} |" in row
+
+
+def test_session_mix_interleaves_calm_clips_and_scores_only_the_tests(tmp_path, speech):
+    from benchmarks import session_mix as M
+
+    seq, scored = M.interleave(["a", "b"], ["c1", "c2", "c3"], 2)
+    assert seq == ["c1", "c2", "a", "c3", "c1", "b"] and scored == [False, False, True, False, False, True]
+    assert M.interleave(["a"], [], 0) == (["a"], [True])
+    with pytest.raises(ValueError):
+        M.interleave(["a"], [], 1)
+
+    corpus = _tiny_corpus(tmp_path / "corpus", speech)
+    model = _tiny_onnx(tmp_path / "tiny.onnx", ["Actor_01", "Actor_02"], adaptive=True)
+    out = tmp_path / "results"
+    assert M.main(["--model", str(model), "--ravdess", str(corpus), "--out", str(out), "--calm", "0", "2",
+                   "--conditions", "clean"]) == 0
+    d = json.loads((out / "session_mix.json").read_text())
+    assert d["calm_between"] == [0, 2] and d["clips_scored"] == 8 and d["calm_clips"] == {"Actor_01": 2,
+                                                                                          "Actor_02": 2}
+    for k in ("0", "2"):
+        for m in M.MIX_MODES:
+            r = d["conditions"]["clean"][k][m]
+            assert r["n"] == 8 and sum(r["support"].values()) == 8 and 0 <= r["uar"] <= 1  # calm clips not scored
+    md = M.render_markdown(d)
+    assert "| clean | running |" in md and "K = 2" in md
+
+    plain = _tiny_onnx(tmp_path / "plain.onnx", ["Actor_01"])
+    with pytest.raises(SystemExit, match="adaptation"):
+        M.main(["--model", str(plain), "--ravdess", str(corpus), "--out", str(out)])

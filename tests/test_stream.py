@@ -123,3 +123,100 @@ def test_window_before_stream_start_is_digital_silence(fake_model):
 def test_event_is_json_serialisable():
     e = EmotionEvent(start=0.0, end=1.0, label="sad", confidence=0.5, scores={"sad": 0.5, "happy": 0.5}, final=True)
     assert json.loads(e.to_json())["label"] == "sad"
+
+
+# ------------------------------------------------------------------------------------------------ emotion changes
+class _SharpBackend:
+    """Fake model with confident outputs: the label is the mel quarter (of 4) with the most energy in the window."""
+
+    def __new__(cls):
+        from tests.conftest import FakeBackend
+
+        class Sharp(FakeBackend):
+            def run(self, window):
+                self.calls += 1
+                m = np.array([b.mean() for b in np.array_split(window[0], 4, axis=0)])
+                return (5.0 * (m - m.mean())).astype(np.float32)
+
+        return Sharp()
+
+
+def _buzz(seconds, f0, harmonics, seed=0):
+    """A steady buzz (f0 and its harmonics) with a 4 Hz amplitude modulation: one 'voice', continuous."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, harmonics + 1))
+    noise = 0.003 * np.random.default_rng(seed).standard_normal(t.size)
+    return (0.3 * x / np.abs(x).max() * 0.5 * (1 + 0.8 * np.sin(2 * np.pi * 4 * t)) + noise).astype(np.float32)
+
+
+def _two_voices(first_s, second_s):
+    """0.5 s silence, a low buzz (the fake's 'neutral'), straight into a high buzz ('happy'), 0.5 s silence."""
+    pad = np.zeros(8000, np.float32)
+    return np.concatenate([pad, _buzz(first_s, 150, 11), _buzz(second_s, 1500, 3, seed=1), pad])
+
+
+@pytest.fixture
+def sharp_model():
+    from edgeser.model import Model
+
+    return Model(_SharpBackend(), vad="energy")
+
+
+def test_a_long_segment_ends_where_the_emotion_changes(sharp_model):
+    """One speech segment (no pause for the VAD) holding two 'emotions' gives two final events, cut within 0.25 s of
+    the change, each the mean of its own windows; without split_on_change it stays one blurred event."""
+    audio = _two_voices(5.0, 4.0)
+    events = _run(sharp_model, audio, 20)
+    finals = [e for e in events if e.final]
+    assert [e.label for e in finals] == ["neutral", "happy"]
+    assert [e.segment for e in finals] == [0, 1]
+    assert finals[0].end == finals[1].start == pytest.approx(5.5, abs=0.25)  # contiguous, at the change
+    for seg in (0, 1):
+        evs = [e for e in events if e.segment == seg]
+        assert sum(e.final for e in evs) == 1 and evs[-1].final
+    # the first segment ended at a change: its final event is the mean of the windows its partials reported
+    partial0 = [e for e in events if e.segment == 0 and not e.final]
+    assert finals[0].scores == partial0[-1].scores
+    # the window that showed the change is the next segment's first: it ends half a window after the cut
+    first1 = next(e for e in events if e.segment == 1)
+    assert not first1.final and first1.end - first1.start == pytest.approx(1.0, abs=0.011)
+    assert finals[0].confidence > 0.9 and finals[1].confidence > 0.7
+
+    s = sharp_model.stream(split_on_change=False)
+    whole = [e for e in s.accept(audio, 16000) + s.flush() if e.final]
+    assert len(whole) == 1 and whole[0].start == finals[0].start and whole[0].end == finals[1].end
+    assert whole[0].confidence < finals[0].confidence
+
+    # classify() answers for the whole clip as before: the mean of every window of its speech
+    r = sharp_model.classify(audio, 16000)
+    assert r.scores == pytest.approx(whole[0].scores, abs=1e-6) and r.label == "neutral"
+    assert r.duration == pytest.approx(whole[0].end - whole[0].start, abs=1e-3)
+
+
+@pytest.mark.parametrize("chunk_ms", [10, 20, 37])
+def test_emotion_change_splits_do_not_depend_on_chunking(sharp_model, chunk_ms):
+    audio = _two_voices(5.0, 4.0)
+    whole = _run(sharp_model, audio, 100000)
+    assert sum(e.final for e in whole) == 2
+    same_events(_run(sharp_model, audio, chunk_ms), whole)
+
+
+def test_short_segments_are_never_split_on_change(sharp_model):
+    """A segment shorter than 4 s is taken for one utterance: a change inside it does not cut it."""
+    audio = _two_voices(1.8, 1.8)
+    finals = [e for e in _run(sharp_model, audio, 20) if e.final]
+    assert len(finals) == 1
+
+
+def test_split_on_change_only_for_mean_models_without_segment_state():
+    from dataclasses import replace
+
+    from edgeser.model import Model
+
+    b = _SharpBackend()
+    assert Model(b).stream().split_on_change is True
+    assert Model(b).stream(split_on_change=False).split_on_change is False
+    b.info = replace(b.info, aggregate="last")  # the model integrates the segment itself: nothing to split
+    assert Model(b).stream().split_on_change is False
+    with pytest.raises(ValueError, match="split_on_change"):
+        Model(_SharpBackend()).stream(split_on_change="yes")

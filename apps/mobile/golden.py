@@ -12,7 +12,9 @@ writes, from the reference implementation (edgeser, streamed in 30 ms chunks as 
                              and the events (partial and final) the stream emitted
 
 A port is right when its log-mel frames match logmel_80xT.f32 (|diff| < 1e-3), its window schedule gives the same
-end frames, and its per-segment mean of window probabilities gives the final events' scores (|diff| < 1e-3, the
+end frames (a segment's first window ends 0.5 s after its start, or half a window after it when the segment was opened
+by an emotion change, see apps/mobile/README.md), and its per-segment mean of window probabilities gives the final
+events' scores (|diff| < 1e-3, the
 .pte and the ONNX model are quantized differently: compare labels, and scores within ~0.05).
 All arrays are row-major float32 little-endian; ``numpy.fromfile(path, "<f4").reshape(80, -1)`` reads the 2-D ones.
 """
