@@ -40,9 +40,11 @@ SILENCE_LOGMEL = float(np.log10(LOG_FLOOR))  # what the features give for digita
 HISTORY_FRAMES = 400  # log-mel frames kept beyond one window (covers the VAD's decision delay)
 MAX_PUSH_SAMPLES = 10 * SAMPLE_RATE  # a longer chunk is processed in pieces of this size (bounded memory)
 # Emotion-change splitting (``split_on_change``). Chosen on the babble/cafe sessions of benchmarks/robustness.py with
-# RAVDESS speakers of folds 1 and 2 (not the bundled model's test speakers): there it raised session UAR at babble/cafe
-# 0-10 dB by 6.5 points on average (neutral recall at babble 0 dB 0.19 -> 0.56 and 0.31 -> 0.69), while clean
-# sessions got 114 final events for 112 clips (112 without it).
+# RAVDESS speakers of folds 1 and 2 (not the bundled model's test speakers; `robustness.py --folds 1 --adapt running
+# --conditions "babble 0 dB" "cafe 0 dB" clean [--no-change-split]`): fold 1 babble 0 dB 35.2 -> 55.5 % UAR (neutral
+# recall 0.19 -> 0.56), cafe 0 dB 43.8 -> 56.2 % (0.31 -> 0.50), clean unchanged (94.5 %). Confirming a change over
+# two windows was ~0.7 points worse there; cutting from the segment's start (not after 4 s) ~1 point better, but it
+# cut single sentences (a float16 copy of an espeak-ng sentence was cut where the float32 one was not).
 CHANGE_AFTER_FRAMES = 400  # a speech segment is cut at emotion changes only once it has lasted 4 s
 CHANGE_MIN_WINDOWS = 3  # windows a segment holds before a change can end it
 CHANGE_MIN_DISTANCE = 0.4  # total-variation distance between a window's probabilities and the segment's mean
