@@ -481,10 +481,12 @@ def robustness_summary(d, off=None) -> list[str]:
                        f"{_pct(s['mean_shift_uar'])} % mean over {s.get('n_shift_conditions', '?')} shifted recording "
                        f"conditions; worst {s['worst']['condition']} {_pct(s['worst']['uar'])} %; lowest neutral "
                        f"recall {_pct(nr.get('value', 0.0))} % ({', '.join(conds[:2])}{more}).")
+    from benchmarks.robustness import SESSION_MODES
+
     off = off or {}
     for name, mr in (d.get("models") or {}).items():
         mo = ((off.get("models") or {}).get(name) or {}).get("summary") or {}
-        for mode in ("running", "calibrated", "off-session"):
+        for mode in SESSION_MODES:
             a, b = (mr.get("summary") or {}).get(mode), mo.get(mode)
             if not (a and b and "worst" in a and "worst" in b):
                 continue

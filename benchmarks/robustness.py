@@ -565,13 +565,15 @@ def summarize(results: dict, specs: list[dict], modes: list[str], labels: list[s
     return out
 
 
+def pct(v) -> str:
+    """A fraction as a percentage with one decimal ("–" for None), for the markdown tables."""
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
 def render_change_split(on: dict, off: dict) -> str:
     """Markdown: the session modes with the runtime's emotion-change cuts (``on``, a robustness.json payload) against
     the same run without them (``off``, robustness_no_change_split.json): clean and every condition where the VAD
     merged clips. Numbers read from the files, never typed."""
-    def pct(v):
-        return "–" if v is None else f"{100 * v:.1f}"
-
     out = ["### Sessions: cut at emotion changes vs segments of the VAD alone", "",
            f"_`{on.get('command', '?')}` vs `{off.get('command', '?')}`; same clips, seeds and model_", ""]
     for name, mr in (on.get("models") or {}).items():
@@ -601,9 +603,6 @@ def render_change_split(on: dict, off: dict) -> str:
 
 def render_markdown(results: dict) -> str:
     """Markdown section for benchmarks/README.md from a robustness.json payload (numbers read, never typed)."""
-    def pct(v):
-        return "–" if v is None else f"{100 * v:.1f}"
-
     m0 = results.get("machine", {})
     mach = m0 if isinstance(m0, str) else f"{m0.get('cpu', '?')}, {m0.get('cores', '?')} cores"
     out = ["## Robustness: held-out speakers under recording-condition shifts, other voices, test-time adaptation", "",

@@ -92,6 +92,8 @@ def main(argv=None) -> int:
     root = ravdess_root(a.ravdess)
     rows = R._read_manifest(root)
     specs = {s["name"]: s for s in R.condition_specs()}
+    if any(k < 0 for k in a.calm):
+        raise SystemExit(f"--calm: clip counts must be >= 0, got {a.calm}")
     unknown = set(a.conditions) - set(specs)
     if unknown:
         raise SystemExit(f"unknown condition(s) {sorted(unknown)}; known: {list(specs)}")

@@ -340,3 +340,17 @@ def test_listener_rejects_bad_arguments():
     with pytest.raises(ValueError):
         Listener(print, model=FakeModel(), source=ManualSource(), queue_seconds=0)
     assert issubclass(DeviceError, EdgeserError)
+
+
+def test_listen_sets_up_the_stream_as_model_stream_does():
+    """adapt / abstain_below / split_on_change reach Model.stream; left unset, the model's defaults apply."""
+    class Recording(FakeModel):
+        def stream(self, **kw):
+            self.stream_kw = kw
+            return super().stream()
+
+    m = Recording()
+    listen(print, model=m, source=ManualSource(), start=False, split_on_change=False, adapt="off")
+    assert m.stream_kw == {"split_on_change": False, "adapt": "off"}
+    listen(print, model=m, source=ManualSource(), start=False)
+    assert m.stream_kw == {}

@@ -390,6 +390,10 @@ def test_session_mix_interleaves_calm_clips_and_scores_only_the_tests(tmp_path, 
     md = M.render_markdown(d)
     assert "| clean | running |" in md and "K = 2" in md
 
+    with pytest.raises(SystemExit, match="unknown condition"):
+        M.main(["--model", str(model), "--ravdess", str(corpus), "--out", str(out), "--conditions", "thunder"])
+    with pytest.raises(SystemExit, match=">= 0"):
+        M.main(["--model", str(model), "--ravdess", str(corpus), "--out", str(out), "--calm", "-1"])
     plain = _tiny_onnx(tmp_path / "plain.onnx", ["Actor_01"])
     with pytest.raises(SystemExit, match="adaptation"):
         M.main(["--model", str(plain), "--ravdess", str(corpus), "--out", str(out)])
