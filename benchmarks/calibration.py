@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, write_result  # noqa: E402
+from benchmarks.common import RESULTS, file_sha256, write_result  # noqa: E402
 from train import calibration as C  # noqa: E402
 
 N_FOLDS = 5
@@ -106,14 +106,6 @@ def _code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _clip_id(path: str) -> str:
     p = Path(path)
     return f"{p.parent.name}/{p.name}"
@@ -130,7 +122,7 @@ def checkpoint_logits(runs: Path, fold: int, *, checkpoint: str = "student.pt", 
     ck_path = Path(runs) / f"fold{fold}" / checkpoint
     if not ck_path.is_file():
         raise FileNotFoundError(f"no checkpoint {ck_path} (train it with `python -m train.student cv --runs {runs}`)")
-    sha = _sha256(ck_path)
+    sha = file_sha256(ck_path)
     code = _code_fingerprint()
     tag = "-session" if session else ""
     cache = None if cache_dir is None else Path(cache_dir) / f"logits-{sha[:16]}-{code[:8]}{tag}.npz"

@@ -24,6 +24,17 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
 
 
+def file_sha256(path) -> str:
+    """Hex sha256 of a file (which model or checkpoint a result was measured on)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_result(name: str, payload: dict, argv=None, folder: Path | None = None) -> Path:
     """``payload`` with the command, machine and date as ``folder/name`` (default: benchmarks/results)."""
     folder = RESULTS if folder is None else Path(folder)

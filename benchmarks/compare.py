@@ -64,6 +64,7 @@ N_FOLDS = 5
 STUDENT_RUNS = ROOT / "runs" / "cv_small"
 ADAPT_RUNS = ROOT / "runs" / "cv_adapt"
 SESS_RUNS = ROOT / "runs" / "cv_adapt_sess"
+MIX_RUNS = ROOT / "runs" / "cv_adapt_mix"
 COMPARE_RUNS = ROOT / "runs" / "compare"
 STUDENT_VARIANTS = ("onnx-fp32", "onnx-int8", "pte-int8", "pte-fp32")  # <format>-<quantization>, in run order
 CAUSAL_VARIANTS = ("onnx-fp32", "onnx-int8", "pte-fp32", "pte-int8")
@@ -73,11 +74,10 @@ RECIPES = {
     "windowed": (STUDENT_RUNS, "student_cv.json", "student", ""),
     "adapt": (ADAPT_RUNS, "student_cv_adapt.json", "adaptive", "adapt-"),
     "sess": (SESS_RUNS, "student_cv_adapt_sess.json", "adaptive", "sess-"),
+    "mix": (MIX_RUNS, "student_cv_adapt_mix.json", "adaptive", "mix-"),
 }
 CAUSAL_PREFIX = "causal-"
-ALL_VARIANTS = (tuple(RECIPES["windowed"][3] + v for v in STUDENT_VARIANTS)
-                + tuple(RECIPES["adapt"][3] + v for v in STUDENT_VARIANTS)
-                + tuple(RECIPES["sess"][3] + v for v in STUDENT_VARIANTS)
+ALL_VARIANTS = (tuple(prefix + v for _, _, _, prefix in RECIPES.values() for v in STUDENT_VARIANTS)
                 + tuple(CAUSAL_PREFIX + v for v in CAUSAL_VARIANTS))
 CAUSAL_NAME = "edgeser-causal"
 TRADEOFF_PNG = "compare_tradeoff.png"
@@ -184,7 +184,7 @@ def short_name(row: dict) -> str:
     if row["kind"] == "student":
         return f"student {row['format']} {row['quantization']}"
     if row["kind"] == "adaptive":
-        tag = "adaptive+sessions" if row.get("recipe") == "sess" else "adaptive"
+        tag = {"sess": "adaptive+sessions", "mix": "adaptive+sessions+mix"}.get(row.get("recipe"), "adaptive")
         return f"{tag} {row['format']} {row['quantization']}"
     return f"causal {row['format']} {row['quantization']}"
 
@@ -645,7 +645,9 @@ MODEL_TEXT = {
     "windowed": "whisper-tiny.en + CTA-RNN head (windowed)",
     "adapt": "whisper-tiny.en + CTA-RNN head + test-time adaptive normalisation (windowed)",
     "sess": "whisper-tiny.en + CTA-RNN head + test-time adaptive normalisation, trained under noisy sessions "
-            "(windowed; the bundled default's recipe)",
+            "(windowed; the previous default's recipe)",
+    "mix": "whisper-tiny.en + CTA-RNN head + test-time adaptive normalisation, trained under noisy sessions and "
+           "varied emotion mixes (windowed; the bundled default's recipe)",
 }
 
 
@@ -908,7 +910,7 @@ PROTOCOL = ("RAVDESS actors 01-20, neutral/happy/angry/sad, the 5 speaker-indepe
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="+", choices=("windowed", "adapt", "sess", "causal"), default=None,
+    ap.add_argument("--only", nargs="+", choices=(*RECIPES, "causal"), default=None,
                     help="measure only these students; the other student rows, the front end and the VAD delay are "
                          "kept from results/compare.json (teacher rows re-read)")
     ap.add_argument("--variants", nargs="+", default=list(STUDENT_VARIANTS), choices=STUDENT_VARIANTS,
@@ -946,7 +948,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     t_start, load0 = time.time(), os.getloadavg()
-    measure = a.only or ["windowed", "adapt", "sess", "causal"]
+    measure = a.only or [*RECIPES, "causal"]
     prev = None
     if "windowed" not in measure or a.only:
         prev = _load_json(RESULTS / "compare.json", "the comparison whose other rows --only keeps",
@@ -969,7 +971,7 @@ def main(argv=None) -> int:
     rows_by: dict[str, list[dict]] = {}
     kept: dict[str, dict] = {}
     ctx: dict = {}
-    for r in ("windowed", "adapt", "sess"):
+    for r in RECIPES:
         if r in measure:
             rows_by[r], c = student_rows(a.variants, folds_for[r], a.seconds, r)
             if r == "windowed":
@@ -978,7 +980,7 @@ def main(argv=None) -> int:
     if "causal" in measure:
         rows_by["causal"], c_missing = causal_rows(a.seconds, causal_folds)
     if prev is not None:
-        for r in ("windowed", "adapt", "sess", "causal"):
+        for r in (*RECIPES, "causal"):
             if r not in measure:
                 rows_by[r] = [x for x in prev["rows"] if (x.get("recipe") or ROW_RECIPE.get(x["kind"])) == r]
                 if rows_by[r]:  # the run that measured them (through any number of --only runs since)
@@ -996,7 +998,7 @@ def main(argv=None) -> int:
     else:
         fe, vad_final, rec = prev["frontend"], prev["vad_final_after_speech_end_s"], prev["recording"]
     t_rows, t_missing = teacher_rows(fe, vad_final)
-    s_rows = rows_by.get("windowed", []) + rows_by.get("adapt", []) + rows_by.get("sess", [])
+    s_rows = [row for r in RECIPES for row in rows_by.get(r, [])]
     c_rows = rows_by.get("causal", [])
     rows = t_rows + s_rows + c_rows
     missing = t_missing + c_missing + [f"{short_name(r)}: {r['note']}" for r in s_rows + c_rows if r.get("uar") is None]

@@ -73,9 +73,11 @@ def default_model(d, name="default_model.json") -> list[str]:
 
 
 def student_cv(d, name="student_cv.json") -> list[str]:
-    title = {"student_cv_adapt_sess.json": "The shipped recipe (test-time adaptive normalisation, trained under noisy "
-                                           "sessions)",
-             "student_cv_adapt.json": "Test-time adaptive normalisation without noisy-session training (the previous "
+    title = {"student_cv_adapt_mix.json": "The shipped recipe (test-time adaptive normalisation, trained under noisy "
+                                          "sessions and sessions of varied emotion mix)",
+             "student_cv_adapt_sess.json": "Test-time adaptive normalisation trained under noisy sessions, the "
+                                           "speakers' training mix only (the previous default's recipe)",
+             "student_cv_adapt.json": "Test-time adaptive normalisation without noisy-session training (an earlier "
                                       "default's recipe)"}.get(name, "The recipe without test-time adaptation")
     proto = d.get("protocol", "")
     if "adapt" in name:
@@ -96,7 +98,8 @@ def student_cv(d, name="student_cv.json") -> list[str]:
 def ablations(files) -> list[str]:
     out = ["## Recipe ablations (same folds, same protocol; one result file each)", "",
            "| result file | command | variant | head | UAR % per fold | mean UAR % | mean WA % | noisy sessions UAR % / "
-           "neutral recall % |", "|---|---|---|---|---|---|---|---|"]
+           "neutral recall % | ordinary-speech baseline UAR % / neutral recall % (clean; noisy sessions) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for name, d in files:
         for vname, v in d["variants"].items():
             cfg = v["folds"][0]["head_config"]
@@ -105,9 +108,18 @@ def ablations(files) -> list[str]:
             folds = " / ".join(_pct(r["uar"]) for r in v["folds"])
             sv = v.get("sessions_val_mean")
             noisy = f"{_pct(sv['uar'])} / {_pct(sv['neutral_recall'])}" if sv else "–"
+            nc = v.get("neutral_ctx_mean")
+            ordinary = f"{_pct(nc['uar'])} / {_pct(nc['neutral_recall'])}" if nc else "–"
+            if nc and sv and "uar_neutral_ctx" in sv:
+                ordinary += f"; {_pct(sv['uar_neutral_ctx'])} / {_pct(sv['neutral_recall_neutral_ctx'])}"
             out.append(f"| `{name}` | `{d['command']}` | {vname} | {head} | {folds} | {_pct(v['mean_uar'])} | "
-                       f"{_pct(v['mean_wa'])} | {noisy} |")
+                       f"{_pct(v['mean_wa'])} | {noisy} | {ordinary} |")
     notes = [f"- `{name}`: {d['note']}" for name, d in files if d.get("note")]
+    if any(v.get("neutral_ctx_mean") for _, d in files for v in d["variants"].values()):
+        notes.append("- Ordinary-speech baseline: each held-out clip classified against a mean of only the "
+                     "speaker's *other neutral* clips (a session that is mostly ordinary speech, or a baseline pinned "
+                     "with `Stream.calibrate`), clean and in the noisy session copies; recorded by `train.student` "
+                     "since `--adapt-mix` (older result files lack it).")
     return out + ([""] + notes if notes else []) + [""]
 
 
@@ -198,7 +210,9 @@ def _folds(r) -> str:
 
 # student rows of results/compare.json by recipe (rows written before rows named their recipe: from their kind)
 RECIPE_NAMES = {"windowed": "student (windowed)", "adapt": "student (adaptive) — session",
-                "sess": "student (adaptive, noisy-session training: the bundled default's recipe) — session",
+                "sess": "student (adaptive, noisy-session training: the previous default's recipe) — session",
+                "mix": "student (adaptive, noisy-session and emotion-mix training: the bundled default's recipe) — "
+                       "session",
                 "causal": "student (causal)"}
 _KIND_RECIPE = {"student": "windowed", "adaptive": "adapt", "causal": "causal"}
 
@@ -331,7 +345,8 @@ def compare_summary(d) -> list[str]:
         best = max(teachers, key=lambda r: r["uar"])
         picks.append((f"best teacher ({best['model']})", best, best["uar"]))
     for recipe, label in (("windowed", "windowed student"), ("adapt", "adaptive student"),
-                          ("sess", "adaptive student + noisy-session training (the default's recipe)"),
+                          ("sess", "adaptive student + noisy-session training (the previous default's recipe)"),
+                          ("mix", "adaptive student + noisy-session and emotion-mix training (the default's recipe)"),
                           ("causal", "causal student")):
         r = _pick([x for x in rows if x["kind"] != "teacher" and _recipe(x) == recipe])
         if r is None:
@@ -357,6 +372,12 @@ def compare_summary(d) -> list[str]:
     if any(r.get("headline") == "session" for _, r, _ in picks):
         out += ["", "Session = each held-out speaker's clips one after another through one stream (the adaptation "
                 "statistics carried from clip to clip); per clip = every clip alone."]
+    kept = {r: k for r, k in (d.get("kept") or {}).items() if any(_recipe(x) == r for _, x, _ in picks)}
+    if kept:
+        dates = sorted({str(k.get("date", "?"))[:10] for k in kept.values()})
+        out += ["", f"Rows of {', '.join(RECIPE_NAMES.get(r, r).split(' — ')[0] for r in kept)} were measured in "
+                f"earlier runs ({', '.join(dates)}; this run {str(d.get('date', '?'))[:10]}): compare costs (RTF) "
+                "within one run, the machine's speed varies between days."]
     return out + [""]
 
 
@@ -401,14 +422,20 @@ def hardening(d) -> list[str]:
                   "parallel streams), `tests/test_privacy.py`.", ""]
 
 
+SESSION_MIX_PREVIOUS = "session_mix_sess_recipe.json"  # session_mix.py run on the previous default (runs/cv_adapt_sess)
 CALIBRATION_FILES = (
     ("calibration.json", "Calibrated confidence: the student without test-time adaptation",
      "non-adaptive student", "python benchmarks/calibration.py --runs runs/cv_small"),
     ("calibration_adapt.json", "Calibrated confidence: the adaptive student (session protocol)",
      "adaptive student, session protocol", "python benchmarks/calibration.py (adaptive student, session protocol)"),
     ("calibration_adapt_sess.json",
-     "Calibrated confidence: the shipped recipe (adaptive, trained under noisy sessions; session protocol)",
-     "shipped recipe, session protocol", "python benchmarks/calibration.py --runs runs/cv_adapt_sess --session"),
+     "Calibrated confidence: the previous default's recipe (adaptive, trained under noisy sessions; session protocol)",
+     "previous default's recipe, session protocol",
+     "python benchmarks/calibration.py --runs runs/cv_adapt_sess --session"),
+    ("calibration_adapt_mix.json",
+     "Calibrated confidence: the shipped recipe (adaptive, trained under noisy sessions and varied emotion mixes; "
+     "session protocol)",
+     "shipped recipe, session protocol", "python benchmarks/calibration.py --runs runs/cv_adapt_mix --session"),
 )
 
 
@@ -442,6 +469,36 @@ def robustness_section(d, off=None) -> list[str]:
 
         lines += render_change_split(d, off).rstrip("\n").split("\n") + [""]
     return lines
+
+
+ROBUSTNESS_PREVIOUS = "robustness_sess_recipe.json"  # robustness.py run on the previous default (runs/cv_adapt_sess)
+
+
+def robustness_vs_previous(d, prev) -> list[str]:
+    """The bundled model's robustness run against the same run on the previous default, per adaptation mode (the
+    summaries of both files, never typed): clean, mean over the shifts, worst condition, lowest neutral recall, TTS."""
+    if not d or not prev:
+        return []
+    out = ["### The bundled model vs the previous default (trained without emotion-mix adaptation)", "",
+           f"_`{ROBUSTNESS_PREVIOUS}`: `{prev.get('command', '?')}` — {prev.get('date', '?')}; same clips, conditions "
+           "and seeds. Each cell: bundled / previous._", "",
+           "| model | mode | clean UAR % | mean shift UAR % | worst condition UAR % | lowest neutral recall % | "
+           "TTS UAR % / neutral % |", "|---|---|---|---|---|---|---|"]
+    for name, mr in (d.get("models") or {}).items():
+        mp = (prev.get("models") or {}).get(name) or {}
+        for mode, a in (mr.get("summary") or {}).items():
+            b = (mp.get("summary") or {}).get(mode)
+            if not (b and "worst" in a and "worst" in b):
+                continue
+            ta, tb = (mr.get("tts") or {}).get(mode), (mp.get("tts") or {}).get(mode)
+            tts = (f"{_pct(ta['uar'])} / {_pct(ta['recall']['neutral'])} vs {_pct(tb['uar'])} / "
+                   f"{_pct(tb['recall']['neutral'])}" if ta and tb and "neutral" in ta.get("recall", {}) else "—")
+            out.append(f"| `{name}` | {mode} | {_pct(a['clean_uar'])} / {_pct(b['clean_uar'])} | "
+                       f"{_pct(a['mean_shift_uar'])} / {_pct(b['mean_shift_uar'])} | "
+                       f"{a['worst']['condition']} {_pct(a['worst']['uar'])} / {b['worst']['condition']} "
+                       f"{_pct(b['worst']['uar'])} | {_pct(a['neutral_recall_min']['value'])} / "
+                       f"{_pct(b['neutral_recall_min']['value'])} | {tts} |")
+    return out + [""] if len(out) > 5 else []
 
 
 def calibration_sections(files) -> list[str]:
@@ -481,11 +538,16 @@ def robustness_summary(d, off=None) -> list[str]:
                        f"{_pct(s['mean_shift_uar'])} % mean over {s.get('n_shift_conditions', '?')} shifted recording "
                        f"conditions; worst {s['worst']['condition']} {_pct(s['worst']['uar'])} %; lowest neutral "
                        f"recall {_pct(nr.get('value', 0.0))} % ({', '.join(conds[:2])}{more}).")
-    from benchmarks.robustness import SESSION_MODES
+    from benchmarks.robustness import SESSION_MODES, same_model
 
     off = off or {}
     for name, mr in (d.get("models") or {}).items():
-        mo = ((off.get("models") or {}).get(name) or {}).get("summary") or {}
+        mo_rec = (off.get("models") or {}).get(name) or {}
+        if not same_model(mr, mo_rec):
+            out.append(f"- Sessions (`{name}`): the control run without emotion-change cuts "
+                       f"(`robustness_no_change_split.json`) measured another model file; not compared.")
+            continue
+        mo = mo_rec.get("summary") or {}
         for mode in SESSION_MODES:
             a, b = (mr.get("summary") or {}).get(mode), mo.get(mode)
             if not (a and b and "worst" in a and "worst" in b):
@@ -547,12 +609,15 @@ def readme_summary() -> list[str]:
     cv = _load("student_cv.json")
     cv_adapt = _load("student_cv_adapt.json")
     cv_sess = _load("student_cv_adapt_sess.json")
+    cv_mix = _load("student_cv_adapt_mix.json")
     t = _load("teachers.json")
     if cv or t:
         out += ["Speaker-independent 5-fold cross-validation on RAVDESS (4 classes, same folds):", "",
                 "| model | backbone | mean UAR % | mean WA % | trained on |", "|---|---|---|---|---|"]
-        for label, data in (("student, shipped recipe (test-time adaptation + noisy-session training, session)",
-                             cv_sess),
+        for label, data in (("student, shipped recipe (test-time adaptation + noisy-session and emotion-mix "
+                             "training, session)", cv_mix),
+                            ("student, previous default's recipe (test-time adaptation + noisy-session training, "
+                             "session)", cv_sess),
                             ("student, test-time adaptation without noisy-session training (session)", cv_adapt),
                             ("student without adaptation", cv)):
             for name, v in (data or {}).get("variants", {}).items():
@@ -591,7 +656,8 @@ def update_readme(path: Path) -> bool:
 def main() -> int:
     lines = ["# Benchmarks", "", "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; every "
              "result file records the command that produced it, the machine and the date.", ""]
-    for name, fn in (("default_model.json", default_model), ("student_cv_adapt_sess.json", student_cv),
+    for name, fn in (("default_model.json", default_model), ("student_cv_adapt_mix.json", student_cv),
+                     ("student_cv_adapt_sess.json", student_cv),
                      ("student_cv_adapt.json", student_cv), ("student_cv.json", student_cv)):
         d = _load(name)
         if d is not None:
@@ -613,6 +679,7 @@ def main() -> int:
     if d is not None:
         lines += hardening(d)
     lines += robustness_section(_load("robustness.json"), _load("robustness_no_change_split.json"))
+    lines += robustness_vs_previous(_load("robustness.json"), _load(ROBUSTNESS_PREVIOUS))
     d = _load("shortcuts.json")
     if d is not None:
         from benchmarks.shortcuts import render_markdown as shortcuts_md
@@ -622,7 +689,7 @@ def main() -> int:
     if d is not None:
         from benchmarks.session_mix import render_markdown as session_mix_md
 
-        lines += session_mix_md(d).splitlines() + [""]
+        lines += session_mix_md(d, _load(SESSION_MIX_PREVIOUS)).splitlines() + [""]
     lines += calibration_sections(_calibration_files())
     (HERE / "README.md").write_text("\n".join(lines) + "\n")
     print(HERE / "README.md")

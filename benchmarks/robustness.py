@@ -62,7 +62,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, machine, write_result  # noqa: E402
+from benchmarks.common import RESULTS, file_sha256, machine, write_result  # noqa: E402
 
 SR = 16000
 GAP_S = 0.5  # silence appended to every clip (between clips in a session)
@@ -570,6 +570,12 @@ def pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
+def same_model(a: dict, b: dict) -> bool:
+    """Whether two per-model records measured the same file: False only when both carry a sha256 and they differ
+    (results written before the hash was recorded are taken as the same)."""
+    return not (a.get("sha256") and b.get("sha256") and a["sha256"] != b["sha256"])
+
+
 def render_change_split(on: dict, off: dict) -> str:
     """Markdown: the session modes with the runtime's emotion-change cuts (``on``, a robustness.json payload) against
     the same run without them (``off``, robustness_no_change_split.json): clean and every condition where the VAD
@@ -579,6 +585,10 @@ def render_change_split(on: dict, off: dict) -> str:
     for name, mr in (on.get("models") or {}).items():
         mo = (off.get("models") or {}).get(name)
         if not mo:
+            continue
+        if not same_model(mr, mo):
+            out += [f"`{name}`: the control run measured another file (sha256 {mo['sha256'][:16]}, this run "
+                    f"{mr['sha256'][:16]}); not compared.", ""]
             continue
         labels = mr["labels"]
         neutral = "neutral" if "neutral" in labels else labels[0]
@@ -829,8 +839,8 @@ def main(argv=None) -> int:
             calm.setdefault(u.speaker, []).append(u)
         need_pool = any(s.get("kind") in ("babble", "cafe") for s in specs)
         pool = babble_pool(root, rows, set(test_spk)) if need_pool else None
-        mr = {"path": str(model.path), "fold": fold, "test_speakers": test_spk, "labels": labels,
-              "clips_per_condition": len(utts), "modes_requested": requested, "modes_run": modes,
+        mr = {"path": str(model.path), "sha256": file_sha256(model.path), "fold": fold, "test_speakers": test_spk,
+              "labels": labels, "clips_per_condition": len(utts), "modes_requested": requested, "modes_run": modes,
               "modes_unavailable": {m: r for m, r in support["unavailable"].items() if m in requested},
               "runtime_support": support, "conditions": {}}
         if pool is not None:

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import robustness as R  # noqa: E402
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import file_sha256, write_result  # noqa: E402
 
 MIX_MODES = ("running-clips", "running")
 DEFAULT_CONDITIONS = ("clean", "babble 5 dB", "gain +20 dB (clipped)", "telephone band")
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
             print(f"{c:<24} K={k} " + " ".join(f"{m} UAR {r[m]['uar']:.3f} N {r[m]['recall'][labels[0]]:.2f}"
                                                 for m in MIX_MODES) + f" ({time.perf_counter() - t:.0f} s)",
                   flush=True)
-    payload = {"model": str(model.path), "test_speakers": test_spk, "labels": labels, "threads": 1,
+    payload = {"model": str(model.path), "sha256": file_sha256(model.path), "test_speakers": test_spk, "labels": labels, "threads": 1,
                "calm_between": a.calm, "clips_scored": len(utts),
                "calm_clips": {s: len(v) for s, v in calm.items()},
                "protocol": "per speaker, K of their RAVDESS calm clips (cycled, not scored) before each test clip, in "
@@ -124,20 +124,32 @@ def main(argv=None) -> int:
     return 0
 
 
-def render_markdown(d: dict) -> str:
-    """Markdown section for benchmarks/README.md (numbers read from the file)."""
+def render_markdown(d: dict, previous: dict | None = None) -> str:
+    """Markdown section for benchmarks/README.md (numbers read from the file). ``previous``: the same benchmark run
+    on another model (the previous default); its cells follow each cell where the condition, mode and K match."""
     labels = d["labels"]
     neutral = "neutral" if "neutral" in labels else labels[0]
     ks = [str(k) for k in d["calm_between"]]
+
+    def cell(r):
+        return f"{100 * r['uar']:.1f} / {100 * r['recall'][neutral]:.1f}"
+
     out = ["## Adaptation and the emotion mix of a session", "",
            f"_`{d.get('command', '?')}` — {d.get('machine', {}).get('cpu', '?')} — {d.get('date', '?')}_", "",
            f"Speakers {', '.join(d['test_speakers'])} (never trained on), {d['clips_scored']} test clips per cell; "
            f"K calm clips of the same speaker before each test clip (K = 3: a session that is three quarters ordinary "
-           f"speech). UAR % / {neutral} recall %.", "",
-           "| condition | mode | " + " | ".join(f"K = {k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+           f"speech). UAR % / {neutral} recall %."]
+    if previous:
+        out[-1] += (f" In brackets: the same run on the previous default (`{previous.get('model', '?')}` of "
+                    f"{previous.get('date', '?')}, trained with speaker means over the training mix of emotions only).")
+    out += ["", "| condition | mode | " + " | ".join(f"K = {k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    before = (previous or {}).get("conditions") or {}
     for c, per_k in d["conditions"].items():
         for m in MIX_MODES:
-            cells = [f"{100 * per_k[k][m]['uar']:.1f} / {100 * per_k[k][m]['recall'][neutral]:.1f}" for k in ks]
+            cells = []
+            for k in ks:
+                was = ((before.get(c) or {}).get(k) or {}).get(m)
+                cells.append(cell(per_k[k][m]) + (f" ({cell(was)})" if was else ""))
             out.append(f"| {c} | {m} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

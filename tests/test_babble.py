@@ -86,6 +86,39 @@ def test_adapt_sampler_prior_ignores_session_copies():
     assert not np.allclose(AdaptSampler(data, clips, is_train, prior=8.0).ref_mean, want)
 
 
+def test_adapt_sampler_mix_draws_a_random_neutral_share():
+    from train.student import AdaptSampler
+
+    class C:
+        def __init__(self, s):
+            self.speaker = s
+
+    # one speaker, 1 neutral clip in 7 (as RAVDESS's 4 classes); neutral windows are +1, the others -1, so with no
+    # prior mu = 2 * (neutral share of the drawn windows) - 1
+    clips = [C("a") for _ in range(7)]
+    y_clip = np.array([0, 1, 1, 2, 2, 3, 3])
+    owner = np.repeat(np.arange(7), 4)
+    emb = np.where(y_clip[owner] == 0, 1.0, -1.0)[:, None, None, None] * np.ones((1, 1, 2, 3))
+    data = [(emb.astype(np.float16), owner)]
+    is_train = np.ones(7, bool)
+
+    def shares(mix):
+        s = AdaptSampler(data, clips, is_train, prior=0.0, seed=1, y_clip=y_clip, mix=mix)
+        return np.asarray([(s.mu(0, 0, n=40)[0, 0] + 1) / 2 for _ in range(400)])
+
+    plain = shares(0.0)
+    assert abs(plain.mean() - 1 / 7) < 0.03 and plain.max() < 0.5  # the speaker's training mix
+    mixed = shares(1.0)
+    assert abs(mixed.mean() - 0.5) < 0.06  # uniform neutral share
+    assert (mixed > 0.9).mean() > 0.05 and (mixed < 0.1).mean() > 0.05
+    half = shares(0.5)
+    assert plain.mean() < half.mean() < mixed.mean()
+    with pytest.raises(ValueError):
+        AdaptSampler(data, clips, is_train, prior=0.0, mix=0.5)  # no labels
+    with pytest.raises(ValueError):
+        AdaptSampler(data, clips, is_train, prior=0.0, y_clip=y_clip, mix=1.5)
+
+
 def test_embed_copy_writes_each_clip_s_windows_once(tmp_path):
     import soundfile as sf
     import torch

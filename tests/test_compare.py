@@ -183,10 +183,17 @@ def test_compare_summary_for_readme():
     d["rows"].append(sess)
     table = [ln for ln in R.compare_summary(d) if ln.startswith("| ")]
     assert len(table) == 1 + 7 and table[3].startswith("| adaptive student, session | onnx int8 | 83.0 |")
-    assert any(ln.startswith("| adaptive student + noisy-session training (the default's recipe), session") and
+    assert any(ln.startswith("| adaptive student + noisy-session training (the previous default's recipe), session") and
                "| 81.0 |" in ln for ln in table)
     assert all(ln.rstrip().endswith("| 0.30 |") for ln in table[1:])
     assert "Session = " in "\n".join(lines)
+    assert not any("earlier runs" in ln for ln in lines)
+    # rows kept from an earlier run: the summary says their costs come from another day
+    d["date"], d["kept"] = "2026-12-06 23:00:00 UTC", {"sess": {"command": "c", "date": "2026-11-23 14:00:00 UTC"},
+                                                       "gone": {"command": "c", "date": "2026-01-01"}}
+    note = [ln for ln in R.compare_summary(d) if "earlier runs" in ln]
+    assert len(note) == 1 and "(2026-11-23; this run 2026-12-06)" in note[0] and "previous default" in note[0]
+    assert "2026-01-01" not in note[0]  # a recipe with no row in the summary is not named
 
 
 def test_compare_summary_without_adaptive_or_causal():
@@ -209,12 +216,19 @@ def test_variant_naming():
     with pytest.raises(ValueError):
         C.variant_dir("causal", "onnx-fp32", 0)
     assert C.RECIPES["adapt"][0] == C.ROOT / "runs" / "cv_adapt"
-    # the bundled default's recipe (noisy-session training): its own prefix, folder and checkpoints
+    # the previous default's recipe (noisy-session training): its own prefix, folder and checkpoints
     assert C.split_variant("sess-onnx-int8") == ("sess", "onnx-int8")
     assert C.variant_dir("sess", "onnx-int8", 0) == C.COMPARE_RUNS / "sess-onnx-int8" / "fold0"
     assert C.RECIPES["sess"][0] == C.ROOT / "runs" / "cv_adapt_sess" and C.RECIPES["sess"][2] == "adaptive"
     assert C.short_name({"kind": "adaptive", "recipe": "sess", "format": "onnx", "quantization": "int8"}) != \
         C.short_name({"kind": "adaptive", "recipe": "adapt", "format": "onnx", "quantization": "int8"})
+    # the bundled default's recipe (noisy sessions + emotion mixes) likewise
+    assert C.split_variant("mix-onnx-int8") == ("mix", "onnx-int8") and "mix-pte-fp32" in C.ALL_VARIANTS
+    assert C.RECIPES["mix"][0] == C.ROOT / "runs" / "cv_adapt_mix" and C.RECIPES["mix"][1] == "student_cv_adapt_mix.json"
+    names = {C.short_name({"kind": "adaptive", "recipe": r, "format": "onnx", "quantization": "int8"})
+             for r in ("adapt", "sess", "mix")}
+    assert len(names) == 3 and len(C.ALL_VARIANTS) == len(set(C.ALL_VARIANTS)) == 4 * len(C.RECIPES) + 4
+    assert "mix" in R.RECIPE_NAMES and "bundled default" in R.RECIPE_NAMES["mix"]
 
 
 def test_session_order_is_default_models():
@@ -285,6 +299,16 @@ def test_robustness_change_split_control_in_the_reports():
     rows = [ln for ln in sec.splitlines() if ln.startswith("| babble 0 dB |") and "/" in ln]
     assert rows and "75.0 / 50.0" in rows[-1] and "running: 0 / 90" in rows[-1]
 
+    # a control run of another model file is not compared with this one
+    on["models"]["m.onnx"]["sha256"], mo["sha256"] = "a" * 64, "b" * 64
+    lines = R.robustness_summary(on, off)
+    assert len(lines) == 3 and "another model file; not compared" in lines[2]
+    sec = "\n".join(R.robustness_section(on, off))
+    assert "not compared" in sec and not [ln for ln in sec.splitlines() if ln.startswith("| babble 0 dB |")
+                                          and "75.0 / 50.0" in ln]
+    mo["sha256"] = "a" * 64
+    assert "cut at emotion changes" in R.robustness_summary(on, off)[2]
+
 
 def _fake_calibration(ece_after=0.04):
     m = {"n": 20, "ece": 0.1, "nll": 0.6, "accuracy": 0.8, "mean_confidence": 0.7, "brier": 0.3}
@@ -347,3 +371,42 @@ def test_teacher_timing_helpers():
     p = T.percentiles([1.0, 3.0])
     assert p["p50"] == 2.0 and p["min"] == 1.0
     assert json.dumps(T.MINILM) and T.WHISPER_BASE["d_model"] == 512
+
+
+def _cv_file(uar, neutral_ctx=None, sessions=None):
+    cfg = {"d_rnn": 32, "n_heads": 4, "d_head": 16, "dropout": 0.5}
+    v = {"mean_uar": uar, "mean_wa": uar, "folds": [{"uar": uar, "head_config": cfg}]}
+    if neutral_ctx is not None:
+        v["neutral_ctx_mean"] = {"uar": neutral_ctx[0], "neutral_recall": neutral_ctx[1]}
+    if sessions is not None:
+        v["sessions_val_mean"] = {"uar": sessions[0], "neutral_recall": sessions[1]}
+        if len(sessions) > 2:
+            v["sessions_val_mean"].update(uar_neutral_ctx=sessions[2], neutral_recall_neutral_ctx=sessions[3])
+    return {"command": "python -m train.student cv", "variants": {"head": v}}
+
+
+def test_ablations_report_the_ordinary_speech_baseline():
+    lines = R.ablations([("old.json", _cv_file(0.84, sessions=(0.77, 0.8))),
+                         ("new.json", _cv_file(0.83, (0.78, 0.64), (0.75, 0.81, 0.67, 0.49)))])
+    old = next(ln for ln in lines if ln.startswith("| `old.json`"))
+    new = next(ln for ln in lines if ln.startswith("| `new.json`"))
+    assert old.endswith("| 77.0 / 80.0 | – |")  # older files lack the measure: a dash, not a number
+    assert new.endswith("| 75.0 / 81.0 | 78.0 / 64.0; 67.0 / 49.0 |")
+    assert all(ln.count("|") == lines[2].count("|") for ln in (old, new))  # as many columns as the header
+    assert any("Ordinary-speech baseline" in ln for ln in lines)
+    assert not any("Ordinary-speech baseline" in ln for ln in R.ablations([("old.json", _cv_file(0.84))]))
+
+
+def test_robustness_vs_previous_default():
+    new, old = _fake_robustness(), _fake_robustness()
+    old["models"]["m.onnx"]["summary"]["running"]["neutral_recall_min"]["value"] = 0.25
+    new["models"]["m.onnx"]["tts"] = {"running": {"uar": 0.46, "recall": {k: 0.2 for k in LABELS}}}
+    old["models"]["m.onnx"]["tts"] = {"running": {"uar": 0.36, "recall": {k: 0.1 for k in LABELS}}}
+    lines = R.robustness_vs_previous(new, old)
+    rows = [ln for ln in lines if ln.startswith("| `m.onnx`")]
+    assert len(rows) == 2  # one per mode both runs have
+    running = next(ln for ln in rows if "| running |" in ln)
+    assert "| 50.0 / 25.0 |" in running and "46.0 / 20.0 vs 36.0 / 10.0" in running
+    assert "| 80.0 / 80.0 | 75.0 / 75.0 |" in running
+    assert "| — |" in next(ln for ln in rows if "| off |" in ln)  # no TTS in one of them: a dash
+    assert R.robustness_vs_previous(new, None) == [] and R.robustness_vs_previous(None, old) == []

@@ -322,6 +322,9 @@ def test_quick_benchmark_end_to_end(tmp_path, speech):
     assert str(tmp_path / "tts") in d["tts"]["folder"]
     mr = d["models"]["tiny.onnx"]
     assert mr["test_speakers"] == ["Actor_01", "Actor_02"] and mr["clips_per_condition"] == 8
+    from benchmarks.common import file_sha256
+
+    assert mr["sha256"] == file_sha256(model)  # which file was measured (report compares runs of the same file)
     # babble from the other actors' neutral/calm clips, never from a test speaker
     assert set(mr["babble"]["talkers"]) == {"Actor_03", "Actor_04", "Actor_05", "Actor_06"}
     assert all(c.split("/")[0] in mr["babble"]["talkers"] for c in mr["babble"]["clips"])
@@ -389,6 +392,17 @@ def test_session_mix_interleaves_calm_clips_and_scores_only_the_tests(tmp_path, 
             assert r["n"] == 8 and sum(r["support"].values()) == 8 and 0 <= r["uar"] <= 1  # calm clips not scored
     md = M.render_markdown(d)
     assert "| clean | running |" in md and "K = 2" in md
+    from benchmarks.common import file_sha256
+
+    assert d["sha256"] == file_sha256(model)
+    # the previous default's run, in brackets after each matching cell
+    prev = json.loads(json.dumps(d))
+    prev["conditions"]["clean"]["2"]["running"].update(uar=0.25, recall={**d["conditions"]["clean"]["2"]["running"]
+                                                                          ["recall"], "neutral": 0.5})
+    del prev["conditions"]["clean"]["0"]
+    row = next(ln for ln in M.render_markdown(d, prev).splitlines() if ln.startswith("| clean | running |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "(" not in cells[2] and cells[3].endswith("(25.0 / 50.0)")
 
     with pytest.raises(SystemExit, match="unknown condition"):
         M.main(["--model", str(model), "--ravdess", str(corpus), "--out", str(out), "--conditions", "thunder"])

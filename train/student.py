@@ -225,10 +225,18 @@ class AdaptSampler:
     (prior + their number). Here each training window gets such a mu from ``n`` random other windows of the same
     speaker in the same copy (``n`` = 0 a quarter of the time -- the stream's first window, or ``adapt="off"`` --
     else log-uniform in 1..``max_windows``), so the head learns on the inputs it gets: from the prior alone to a
-    well-estimated speaker mean. Window means are over the window's (pooled) frames, per channel and dimension."""
+    well-estimated speaker mean. Window means are over the window's (pooled) frames, per channel and dimension.
+
+    ``mix`` (with ``y_clip``, each clip's label index): with this probability the ``n`` windows are drawn with a
+    random neutral share (uniform in 0..1; the rest in the speaker's own proportions of the other classes) instead
+    of the speaker's training mix. Real sessions are mostly ordinary speech (and ``Stream.calibrate`` pins a baseline
+    from it), while RAVDESS gives each speaker 1 neutral clip in 7; a head that only ever saw the training mix's mean
+    reads a neutral-heavy session mean -- under noise especially -- as a shifted baseline and stops predicting
+    neutral (``benchmarks/session_mix.py``)."""
 
     def __init__(self, data, clips, is_train: np.ndarray, prior: float, max_windows: int = 96, seed: int = 0,
-                 ref_copies: int | None = None):
+                 ref_copies: int | None = None, y_clip: np.ndarray | None = None, mix: float = 0.0,
+                 neutral: int = 0):
         self.means = [emb.astype(np.float32).mean(axis=2) for emb, _ in data]  # per copy: [windows, N, D]
         spk = np.asarray([c.speaker for c in clips])
         self.groups = []  # per copy: {speaker: window indices}
@@ -241,21 +249,44 @@ class AdaptSampler:
         self.ref_mean = np.concatenate([m[t] for m, t in zip(self.means[:k], tr[:k])]).mean(axis=0).astype(np.float32)
         self.prior, self.max_windows = float(prior), max_windows
         self.rng = np.random.default_rng(seed + 7)
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"mix must be in [0, 1], got {mix}")
+        if mix and y_clip is None:
+            raise ValueError("mix needs y_clip (each clip's label index)")
+        self.mix = float(mix)
+        self.split = []  # per copy: {speaker: (neutral window indices, other window indices)}
+        if mix:
+            for (_, owner), groups in zip(data, self.groups):
+                is_neutral = np.asarray(y_clip)[owner] == neutral
+                self.split.append({k: (g[is_neutral[g]], g[~is_neutral[g]]) for k, g in groups.items()})
+
+    def _pick(self, copy: int, speaker: str, n: int) -> np.ndarray:
+        """``n`` window indices of ``speaker`` in ``copy``: the training mix, or (``mix``) a random neutral share."""
+        pool = self.groups[copy][speaker]
+        if self.mix and self.rng.random() < self.mix:
+            neu, other = self.split[copy][speaker]
+            if len(neu) and len(other):
+                k = int(self.rng.binomial(n, self.rng.random()))
+                return np.concatenate([self.rng.choice(neu, size=k, replace=len(neu) < k),
+                                       self.rng.choice(other, size=n - k, replace=len(other) < n - k)])
+        return self.rng.choice(pool, size=min(n, len(pool)), replace=len(pool) < n)
 
     def mu(self, copy: int, window: int, n: int | None = None) -> np.ndarray:
         if n is None:
             n = 0 if self.rng.random() < 0.25 else int(np.exp(self.rng.uniform(0.0, np.log(self.max_windows))))
         total = self.prior * self.ref_mean
         if n:
-            pool = self.groups[copy][self.owner_speaker[copy][window]]
-            pick = self.rng.choice(pool, size=min(n, len(pool)), replace=len(pool) < n)
+            pick = self._pick(copy, self.owner_speaker[copy][window], n)
             total = total + self.means[copy][pick].sum(axis=0)
             n = len(pick)
         return (total / (self.prior + n)).astype(np.float32)
 
     def speaker_mu(self, copy: int, exclude: np.ndarray, speaker: str) -> np.ndarray:
         """mu after a long session of ``speaker``: every other window of theirs (``exclude``: this clip's)."""
-        pool = np.setdiff1d(self.groups[copy][speaker], exclude)
+        return self.pool_mu(copy, np.setdiff1d(self.groups[copy][speaker], exclude))
+
+    def pool_mu(self, copy: int, pool: np.ndarray) -> np.ndarray:
+        """mu after the windows ``pool`` of ``copy`` (e.g. only a speaker's neutral windows: a calibrated baseline)."""
         total = self.prior * self.ref_mean + self.means[copy][pool].sum(axis=0)
         return (total / (self.prior + len(pool))).astype(np.float32)
 
@@ -263,7 +294,7 @@ class AdaptSampler:
 def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, seed: int = 0,
         batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, head_args: dict | None = None,
         teachers: list[str] | None = None, kd_weight: float = 0.5, kd_temperature: float = 2.0,
-        sessions: int = 0, train_sessions: bool = True) -> dict:
+        sessions: int = 0, train_sessions: bool = True, adapt_mix: float = 0.0) -> dict:
     """Train the head on the training actors of ``fold``; validate clip-level on its held-out actors.
 
     ``teachers``: distil from these teachers' per-clip logits (ensemble soft labels at ``kd_temperature``):
@@ -273,7 +304,10 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     with the training mean only. ``sessions``: also train on that many session copies (:func:`embed`); validation
     then also reports, per session copy, the held-out speakers' UAR and recall under their session's condition
     (``sessions_val``); ``train_sessions=False`` only validates on them (the baseline). The adaptation prior
-    (``ref_mean``) is always the mean of the ordinary copies' training windows.
+    (``ref_mean``) is always the mean of the ordinary copies' training windows. ``adapt_mix``: the share of
+    training windows whose adaptation mean has a random neutral share (:class:`AdaptSampler` ``mix``); adaptive
+    heads also report ``uar_neutral_ctx`` / ``recall_neutral_ctx``: each clip against a mean of only the speaker's
+    other neutral clips (a session of ordinary speech, or a baseline pinned with ``Stream.calibrate``).
     """
     import torch
     from tqdm import tqdm
@@ -289,7 +323,8 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     head = CTARNN(cfg)
     sampler = None
     if cfg.adapt:
-        sampler = AdaptSampler(data, clips, is_train, cfg.adapt_prior, seed=seed, ref_copies=copies)
+        sampler = AdaptSampler(data, clips, is_train, cfg.adapt_prior, seed=seed, ref_copies=copies, y_clip=y_clip,
+                               mix=adapt_mix, neutral=LABELS4.index("neutral"))
         head.ref_mean.copy_(torch.from_numpy(sampler.ref_mean))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     pool, labels, w = balanced_pool([owner for _, owner in data[: len(data) if train_sessions else copies]], y_clip,
@@ -331,9 +366,11 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     # clip-level validation on held-out actors, clean audio, exactly like Model.classify (mean window probs)
     test_idx = np.nonzero(~is_train)[0]
 
-    def validate(copy: int) -> tuple[dict, dict]:
+    neutral_clip = y_clip == LABELS4.index("neutral")
+
+    def validate(copy: int) -> tuple[dict, dict, dict]:
         emb, owner = data[copy]
-        probs, probs_off = {}, {}
+        probs, probs_off, probs_neu = {}, {}, {}
         with torch.no_grad():
             for i in test_idx:
                 rows = np.nonzero(owner == i)[0]
@@ -343,28 +380,36 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
                     probs_off[i] = torch.softmax(head(win, pooled=True), -1).mean(0).numpy()
                     m = sampler.speaker_mu(copy, rows, clips[i].speaker)
                     mu = torch.from_numpy(np.repeat(m[None], len(rows), axis=0))
+                    neu = np.setdiff1d(sampler.groups[copy][clips[i].speaker], rows)
+                    m_neu = sampler.pool_mu(copy, neu[neutral_clip[owner[neu]]])
+                    probs_neu[i] = torch.softmax(head(win, pooled=True, mu=torch.from_numpy(
+                        np.repeat(m_neu[None], len(rows), axis=0))), -1).mean(0).numpy()
                 probs[i] = torch.softmax(head(win, pooled=True, mu=mu), -1).mean(0).numpy()
         y_true = np.asarray([y_clip[i] for i in test_idx])
         rep = classification_report(y_true, np.asarray([int(np.argmax(probs[i])) for i in test_idx]), LABELS4)
-        off = None
+        off = neu = None
         if sampler is not None:
             off = classification_report(y_true, np.asarray([int(np.argmax(probs_off[i])) for i in test_idx]), LABELS4)
-        return rep, off
+            neu = classification_report(y_true, np.asarray([int(np.argmax(probs_neu[i])) for i in test_idx]), LABELS4)
+        return rep, off, neu
 
-    report, off = validate(0)
+    report, off, neu = validate(0)
     if off is not None:
         report["off"] = {k: off[k] for k in ("uar", "wa", "recall")}
         report["uar_off"] = off["uar"]
+        report["uar_neutral_ctx"], report["recall_neutral_ctx"] = neu["uar"], neu["recall"]
     if sessions:
         report["sessions_val"] = []
         for k in range(sessions):
-            r, o = validate(copies + k)
+            r, o, nc = validate(copies + k)
             report["sessions_val"].append({"uar": r["uar"], "recall": r["recall"],
-                                           **({"uar_off": o["uar"], "recall_off": o["recall"]} if o else {})})
+                                           **({"uar_off": o["uar"], "recall_off": o["recall"],
+                                               "uar_neutral_ctx": nc["uar"], "recall_neutral_ctx": nc["recall"]}
+                                              if o else {})})
     result = {
         "model": "cta_rnn_student", "encoder": f"whisper-{encoder}", "fold": fold,
         "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "sessions": sessions,
-        "train_sessions": bool(sessions and train_sessions), "seed": seed,
+        "train_sessions": bool(sessions and train_sessions), "seed": seed, "adapt_mix": adapt_mix,
         "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
         "head_config": cfg.to_dict(), **report,
     }
@@ -413,6 +458,10 @@ def main(argv=None) -> int:
                            help="distil from these teachers' logits, e.g. mmer-full,gmp_atl-full (benchmarks/results/teacher_logits)")
             p.add_argument("--kd-weight", type=float, default=0.5)
             p.add_argument("--kd-temperature", type=float, default=2.0)
+        if name in ("fit", "cv"):
+            p.add_argument("--adapt-mix", type=float, default=0.0,
+                           help="adaptive heads: share of training windows whose adaptation mean has a random "
+                                "neutral share (sessions of mostly ordinary speech); 0 = the speaker's training mix")
         if name in ("fit", "finetune"):
             p.add_argument("--fold", type=int, default=0)
             p.add_argument("--out", type=Path, default=Path("runs/default"))
@@ -437,7 +486,7 @@ def main(argv=None) -> int:
         embed(a.encoder, a.copies, a.seed, sessions=a.sessions)
         fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed, weight_decay=a.weight_decay,
             head_args=json.loads(a.head_args), sessions=a.sessions, train_sessions=not a.validate_sessions_only,
-            **_kd_args(a))
+            adapt_mix=a.adapt_mix, **_kd_args(a))
     else:
         embed(a.encoder, a.copies, a.seed, sessions=a.sessions)
         if a.finetune_tap is not None:
@@ -447,7 +496,7 @@ def main(argv=None) -> int:
             run = a.runs / f"fold{f}"
             recs.append(fit(a.encoder, f, a.copies, a.epochs, run, a.seed, weight_decay=a.weight_decay,
                             head_args=json.loads(a.head_args), sessions=a.sessions,
-                            train_sessions=not a.validate_sessions_only, **_kd_args(a)))
+                            train_sessions=not a.validate_sessions_only, adapt_mix=a.adapt_mix, **_kd_args(a)))
             if a.finetune_tap is not None:
                 ft_recs.append(finetune(a.encoder, f, a.copies, a.finetune_epochs, run / "finetune",
                                         run / "student.pt", a.finetune_tap, a.seed))
@@ -465,12 +514,21 @@ def main(argv=None) -> int:
                                              "mean_wa": float(np.mean([r["wa"] for r in rs])), "folds": rs}
                 if rs[0].get("uar_off") is not None:
                     summary["variants"][name]["mean_uar_off"] = float(np.mean([r["uar_off"] for r in rs]))
+                if rs[0].get("uar_neutral_ctx") is not None:
+                    summary["variants"][name]["neutral_ctx_mean"] = {
+                        "uar": float(np.mean([r["uar_neutral_ctx"] for r in rs])),
+                        "neutral_recall": float(np.mean([r["recall_neutral_ctx"]["neutral"] for r in rs]))}
                 if rs[0].get("sessions_val"):
                     sv = [s_ for r in rs for s_ in r["sessions_val"]]
                     summary["variants"][name]["sessions_val_mean"] = {
                         k: float(np.mean([s_[k] for s_ in sv])) for k in ("uar", "uar_off") if k in sv[0]}
                     summary["variants"][name]["sessions_val_mean"]["neutral_recall"] = float(
                         np.mean([s_["recall"]["neutral"] for s_ in sv]))
+                    if "uar_neutral_ctx" in sv[0]:
+                        summary["variants"][name]["sessions_val_mean"]["uar_neutral_ctx"] = float(
+                            np.mean([s_["uar_neutral_ctx"] for s_ in sv]))
+                        summary["variants"][name]["sessions_val_mean"]["neutral_recall_neutral_ctx"] = float(
+                            np.mean([s_["recall_neutral_ctx"]["neutral"] for s_ in sv]))
         a.results.parent.mkdir(parents=True, exist_ok=True)
         a.results.write_text(json.dumps(summary, indent=1))
         for name, v in summary["variants"].items():
