@@ -35,13 +35,17 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def write_result(name: str, payload: dict, argv=None, folder: Path | None = None) -> Path:
-    """``payload`` with the command, machine and date as ``folder/name`` (default: benchmarks/results)."""
+def write_result(name: str, payload: dict, argv=None, folder: Path | None = None, script: str | None = None) -> Path:
+    """``payload`` with the command, machine and date as ``folder/name`` (default: benchmarks/results). The command
+    is ``script`` (default: the running program) with ``argv`` (default: this process's arguments), shell-quoted so
+    that it can be pasted to re-run."""
+    import shlex
+
     folder = RESULTS if folder is None else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / name
     rec = {
-        "command": "python " + " ".join([sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)),
+        "command": "python " + shlex.join([script or sys.argv[0]] + list(sys.argv[1:] if argv is None else argv)),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         **payload,

@@ -483,16 +483,18 @@ def robustness_vs_previous(d, prev) -> list[str]:
            f"_`{ROBUSTNESS_PREVIOUS}`: `{prev.get('command', '?')}` — {prev.get('date', '?')}; same clips, conditions "
            "and seeds. Each cell: bundled / previous._", "",
            "| model | mode | clean UAR % | mean shift UAR % | worst condition UAR % | lowest neutral recall % | "
-           "TTS UAR % / neutral % |", "|---|---|---|---|---|---|---|"]
+           "TTS UAR % / neutral recall % |", "|---|---|---|---|---|---|---|"]
     for name, mr in (d.get("models") or {}).items():
         mp = (prev.get("models") or {}).get(name) or {}
+        labels = mr.get("labels") or ["neutral"]
+        neutral = "neutral" if "neutral" in labels else labels[0]
         for mode, a in (mr.get("summary") or {}).items():
             b = (mp.get("summary") or {}).get(mode)
             if not (b and "worst" in a and "worst" in b):
                 continue
             ta, tb = (mr.get("tts") or {}).get(mode), (mp.get("tts") or {}).get(mode)
-            tts = (f"{_pct(ta['uar'])} / {_pct(ta['recall']['neutral'])} vs {_pct(tb['uar'])} / "
-                   f"{_pct(tb['recall']['neutral'])}" if ta and tb and "neutral" in ta.get("recall", {}) else "—")
+            tts = (f"{_pct(ta['uar'])} / {_pct(ta['recall'][neutral])} vs {_pct(tb['uar'])} / "
+                   f"{_pct(tb['recall'][neutral])}" if ta and tb else "—")
             out.append(f"| `{name}` | {mode} | {_pct(a['clean_uar'])} / {_pct(b['clean_uar'])} | "
                        f"{_pct(a['mean_shift_uar'])} / {_pct(b['mean_shift_uar'])} | "
                        f"{a['worst']['condition']} {_pct(a['worst']['uar'])} / {b['worst']['condition']} "

@@ -62,7 +62,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, file_sha256, machine, write_result  # noqa: E402
+from benchmarks.common import RESULTS, file_sha256, write_result  # noqa: E402
 
 SR = 16000
 GAP_S = 0.5  # silence appended to every clip (between clips in a session)
@@ -717,19 +717,6 @@ def plot(mr: dict, path: Path, title: str) -> Path:
     return path
 
 
-def _write(name: str, payload: dict, argv, out_dir: Path | None) -> Path:
-    if out_dir is None or Path(out_dir).resolve() == RESULTS.resolve():
-        return write_result(name, payload, argv)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    import shlex
-
-    rec = {"command": "python " + shlex.join(["benchmarks/robustness.py"] + list(sys.argv[1:] if argv is None else argv)),
-           "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **payload}
-    p = out_dir / name
-    p.write_text(json.dumps(rec, indent=1) + "\n")
-    return p
-
-
 # ----------------------------------------------------------------------------------------------- main
 def _test_speakers(model, fold: int | None, rows: list[dict]) -> list[str]:
     if fold is not None:
@@ -874,7 +861,8 @@ def main(argv=None) -> int:
                                    f"{labels[0]} recall (bottom) per condition and adaptation mode").name
     payload["wall_seconds"] = round(time.perf_counter() - t0, 1)
     out_name = "robustness_no_change_split.json" if a.no_change_split else "robustness.json"
-    print(_write(out_name, payload, argv, out_dir), f"{payload['wall_seconds']:.0f} s")
+    print(write_result(out_name, payload, argv, out_dir, script="benchmarks/robustness.py"),
+          f"{payload['wall_seconds']:.0f} s")
     return 0
 
 

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
                "protocol": "per speaker, K of their RAVDESS calm clips (cycled, not scored) before each test clip, in "
                            "benchmarks/robustness.py's order; conditions, seeds and scoring as there",
                "conditions": res, "wall_seconds": round(time.perf_counter() - t0, 1)}
-    print(write_result("session_mix.json", payload, argv, a.out))
+    print(write_result("session_mix.json", payload, argv, a.out, script="benchmarks/session_mix.py"))
     return 0
 
 

@@ -113,6 +113,10 @@ def test_adapt_sampler_mix_draws_a_random_neutral_share():
     assert (mixed > 0.9).mean() > 0.05 and (mixed < 0.1).mean() > 0.05
     half = shares(0.5)
     assert plain.mean() < half.mean() < mixed.mean()
+    # a speaker without neutral-labelled clips keeps their own mix (no neutral share to draw), without an error
+    no_neutral = AdaptSampler(data, clips, is_train, prior=0.0, seed=1, y_clip=np.where(y_clip == 0, 1, y_clip), mix=1.0)
+    kept = np.asarray([(no_neutral.mu(0, 0, n=40)[0, 0] + 1) / 2 for _ in range(400)])
+    assert abs(kept.mean() - 1 / 7) < 0.03
     with pytest.raises(ValueError):
         AdaptSampler(data, clips, is_train, prior=0.0, mix=0.5)  # no labels
     with pytest.raises(ValueError):

@@ -317,7 +317,8 @@ def test_quick_benchmark_end_to_end(tmp_path, speech):
     assert R.main(argv) == 0
     d = json.loads((out / "robustness.json").read_text())
     assert {"command", "machine", "date", "models", "conditions", "protocol", "tts", "wall_seconds"} <= set(d)
-    assert "robustness.py" in d["command"] and d["machine"]["cores"]
+    assert d["command"].startswith("python benchmarks/robustness.py --model ") and d["machine"]["cores"]
+    assert "--conditions clean 'babble 5 dB'" in d["command"]  # shell-quoted: the command can be pasted to re-run
     assert d["tts"]["engine"] == "espeak-ng" and len(d["tts"]["voices"]) == 2 and d["tts"]["clips"] == 8
     assert str(tmp_path / "tts") in d["tts"]["folder"]
     mr = d["models"]["tiny.onnx"]
@@ -392,6 +393,9 @@ def test_session_mix_interleaves_calm_clips_and_scores_only_the_tests(tmp_path, 
             assert r["n"] == 8 and sum(r["support"].values()) == 8 and 0 <= r["uar"] <= 1  # calm clips not scored
     md = M.render_markdown(d)
     assert "| clean | running |" in md and "K = 2" in md
+    # the recorded command re-runs it: this script, its arguments shell-quoted
+    assert d["command"].startswith("python benchmarks/session_mix.py --model ")
+    assert "--conditions clean" in d["command"] and "--calm 0 2" in d["command"]
     from benchmarks.common import file_sha256
 
     assert d["sha256"] == file_sha256(model)
