@@ -239,18 +239,39 @@ def _speaker_bootstrap_ece(probs, labels, speakers, reps: int = 2000, seed: int 
     return [round(float(v), 4) for v in np.percentile(vals, [2.5, 97.5])]
 
 
+POOLING = {"mean": "mean of window softmax(logits / T)", "mean_logits": "softmax(mean of window logits / T)"}
+
+
+def _cross_fitted(folds: list[FoldLogits], aggregate: str) -> dict:
+    """Pooled held-out summary of one pooling with each fold's T fitted on the other folds (for comparing poolings)."""
+    probs, ts = [], []
+    for f in folds:
+        fit_logits, fit_y = _other(folds, f.fold)
+        t = C.fit_temperature(fit_logits, fit_y, aggregate=aggregate)
+        ts.append(round(t, 4))
+        probs.append(C.clip_probs(f.logits, t, aggregate))
+    p, y = np.concatenate(probs), np.concatenate([f.labels for f in folds])
+    spk = [s for f in folds for s in f.speakers]
+    uar = float(np.mean([np.mean(p.argmax(1)[y == c] == c) for c in np.unique(y)]))
+    return {"aggregate": aggregate, "clip_probability": POOLING[aggregate], "temperatures": ts,
+            **_rd(C.summary(p, y, N_BINS)), "uar": _r(uar),
+            "ece_speaker_bootstrap_95": _speaker_bootstrap_ece(p, y, spk)}
+
+
 def evaluate(folds: list[FoldLogits], *, target_accuracy: float = C.DEFAULT_TARGET_ACCURACY,
-             min_kept: int = C.DEFAULT_MIN_KEPT) -> tuple[dict, dict]:
-    """Per-fold and pooled results (JSON-ready) and the pooled arrays for the plots."""
+             min_kept: int = C.DEFAULT_MIN_KEPT, aggregate: str = "mean") -> tuple[dict, dict]:
+    """Per-fold and pooled results (JSON-ready) and the pooled arrays for the plots; ``aggregate``: the runtime's
+    pooling of a clip's windows the temperature is fitted for (the model's metadata ``aggregate``)."""
     _check_folds(folds)
     per_fold, pooled_before, pooled_after, pooled_y, pooled_spk, kept_total, right_total = [], [], [], [], [], 0, 0
     for f in folds:
         fit_logits, fit_y = _other(folds, f.fold)
-        t = C.fit_temperature(fit_logits, fit_y)
+        t = C.fit_temperature(fit_logits, fit_y, aggregate=aggregate)
         t_win = C.fit_window_temperature(fit_logits, fit_y)
-        choice = C.choose_threshold(C.abstain_curve(C.clip_probs(fit_logits, t), fit_y), target_accuracy, min_kept)
-        before, after = C.clip_probs(f.logits, 1.0), C.clip_probs(f.logits, t)
-        win_after = C.clip_probs(f.logits, t_win)
+        choice = C.choose_threshold(C.abstain_curve(C.clip_probs(fit_logits, t, aggregate), fit_y), target_accuracy,
+                                    min_kept)
+        before, after = C.clip_probs(f.logits, 1.0, aggregate), C.clip_probs(f.logits, t, aggregate)
+        win_after = C.clip_probs(f.logits, t_win, aggregate)
         at = C.at_threshold(after, f.labels, choice.threshold)
         kept_total += at["kept"]
         right_total += round(at["selective_accuracy"] * at["kept"]) if at["kept"] else 0
@@ -273,11 +294,13 @@ def evaluate(folds: list[FoldLogits], *, target_accuracy: float = C.DEFAULT_TARG
         pooled_spk += f.speakers
     pb, pa, y = np.concatenate(pooled_before), np.concatenate(pooled_after), np.concatenate(pooled_y)
     all_logits = [x for f in folds for x in f.logits]
-    t_in = C.fit_temperature(all_logits, y)
+    t_in = C.fit_temperature(all_logits, y, aggregate=aggregate)
     pooled = {
+        "aggregate": aggregate,
         "clips": len(y), "speakers": len(set(pooled_spk)),
         "before": _rd(C.summary(pb, y, N_BINS)), "after": _rd(C.summary(pa, y, N_BINS)),
-        "after_window_level_T": _rd(C.summary(np.concatenate([C.clip_probs(f.logits, r["temperature_window_level"])
+        "after_window_level_T": _rd(C.summary(np.concatenate([C.clip_probs(f.logits, r["temperature_window_level"],
+                                                                           aggregate)
                                                               for f, r in zip(folds, per_fold)]), y, N_BINS)),
         "ece_noise_floor": _rd(C.ece_noise_floor(pa, N_BINS)),
         "ece_after_speaker_bootstrap_95": _speaker_bootstrap_ece(pa, y, pooled_spk),
@@ -287,7 +310,9 @@ def evaluate(folds: list[FoldLogits], *, target_accuracy: float = C.DEFAULT_TARG
                       "note": "each fold's clips at its own threshold (chosen on the other folds)"},
         "in_sample_reference": {
             "note": "T fitted on all pooled test clips and evaluated on them: optimistic, not a held-out figure",
-            "temperature": round(t_in, 4), **_rd(C.summary(C.clip_probs(all_logits, t_in), y, N_BINS))},
+            "temperature": round(t_in, 4), **_rd(C.summary(C.clip_probs(all_logits, t_in, aggregate), y, N_BINS))},
+        # every pooling the runtime offers, each with its own cross-fitted T: the choice of pooling, side by side
+        "poolings": [_cross_fitted(folds, g) for g in C.AGGREGATES],
         "reliability_before": C.reliability_bins(pb, y, N_BINS),
         "reliability_after": C.reliability_bins(pa, y, N_BINS),
     }
@@ -302,7 +327,7 @@ def evaluate(folds: list[FoldLogits], *, target_accuracy: float = C.DEFAULT_TARG
 
 
 def shipped(model_path: Path, folds: list[FoldLogits], fold_results: list[dict], log=print,
-            session: bool = False) -> tuple[dict, dict]:
+            session: bool = False, aggregate: str = "mean") -> tuple[dict, dict]:
     """ECE of the shipped model file through ``edgeser.load(path).classify`` on the held-out clips of the fold it
     was exported from, at T = 1 and at the temperature fitted on the other folds."""
     import edgeser
@@ -310,6 +335,9 @@ def shipped(model_path: Path, folds: list[FoldLogits], fold_results: list[dict],
     from train.data.ravdess import load_ravdess, ravdess_root
 
     base = edgeser.load(model_path, threads=1)
+    if base.info.aggregate != aggregate:
+        raise ValueError(f"{model_path}: its windows pool by {base.info.aggregate!r}, the temperatures were fitted for "
+                         f"{aggregate!r} (--aggregate {base.info.aggregate})")
     held = sorted(base.info.training.get("validation", {}).get("test_speakers", []))
     match = [r for r in fold_results if sorted(r["test_speakers"]) == held]
     if not match:
@@ -347,6 +375,7 @@ def shipped(model_path: Path, folds: list[FoldLogits], fold_results: list[dict],
         "file": str(Path(model_path).resolve().relative_to(ROOT)) if Path(model_path).resolve().is_relative_to(ROOT)
         else str(model_path),
         "quantization": base.info.quantization, "metadata_temperature": base.info.temperature,
+        "aggregate": base.info.aggregate,
         "exported_from": exported_from, "fold": f.fold, "test_speakers": held, "clips": len(f.labels),
         "corpus": str(root),
         "temperature": t, "temperature_fitted_on_folds": r["fit_folds"],
@@ -418,6 +447,18 @@ def render_markdown(results: dict, image_dir: str = "results") -> str:
     out += [f"In-sample reference (not held-out): one T = {ref['temperature']:.3f} fitted on all pooled clips gives "
             f"ECE {ref['ece']:.3f}. Window-level T (each window fitted on its own) instead of the clip-level fit: "
             f"pooled ECE {pooled['after_window_level_T']['ece']:.3f}.", ""]
+    if pooled.get("poolings"):
+        out += ["How a clip's windows pool into its probability (the model's metadata `aggregate`; each row with its "
+                "own temperatures fitted on the other folds, all 5 test folds pooled):", "",
+                "| pooling | clip probability | T per fold | ECE (95 % speaker bootstrap) | NLL | Brier | accuracy % | "
+                "UAR % |", "|---|---|---|---|---|---|---|---|"]
+        for g in pooled["poolings"]:
+            lo_g, hi_g = g["ece_speaker_bootstrap_95"]
+            mark = " (this run's)" if g["aggregate"] == pooled.get("aggregate", "mean") else ""
+            out.append(f"| `{g['aggregate']}`{mark} | {g['clip_probability']} | "
+                       f"{', '.join(f'{t:.3f}' for t in g['temperatures'])} | {g['ece']:.4f} ({lo_g:.3f}–{hi_g:.3f}) | "
+                       f"{g['nll']:.3f} | {g['brier']:.3f} | {_pct(g['accuracy'])} | {_pct(g['uar'])} |")
+        out.append("")
     if sh:
         out += [f"**Shipped model** `{sh['file']}` ({sh['quantization']}, exported from `{sh['exported_from']}`), "
                 f"through `edgeser.load(...).classify` on fold {sh['fold']}'s held-out actors ({sh['clips']} clips): "
@@ -448,13 +489,15 @@ def main(argv=None) -> int:
     ap.add_argument("--refresh", action="store_true", help="recompute the logits even if cached")
     ap.add_argument("--session", action="store_true",
                     help="score each speaker's clips through one stream (test-time adaptive models: a live session)")
+    ap.add_argument("--aggregate", choices=list(C.AGGREGATES), default="mean",
+                    help="the runtime's pooling of a clip's windows to fit the temperature for (export --aggregate)")
     ap.add_argument("--out", default="calibration.json")
     a = ap.parse_args(argv)
     runs = a.runs if a.runs.is_absolute() else ROOT / a.runs
     t0 = time.time()
     folds = collect(lambda k: checkpoint_logits(runs, k, checkpoint=a.checkpoint, cache_dir=a.cache, refresh=a.refresh,
                                                 session=a.session))
-    res, arrays = evaluate(folds, target_accuracy=a.target_accuracy, min_kept=a.min_kept)
+    res, arrays = evaluate(folds, target_accuracy=a.target_accuracy, min_kept=a.min_kept, aggregate=a.aggregate)
     for r in res["folds"]:
         print(f"fold {r['fold']}: T {r['temperature']:.3f} (window {r['temperature_window_level']:.3f})  "
               f"ECE {r['before']['ece']:.4f} -> {r['after']['ece']:.4f}  acc {r['after']['accuracy']:.3f}  "
@@ -471,17 +514,17 @@ def main(argv=None) -> int:
         title=f"held-out speakers, 5 folds pooled ({len(arrays['labels'])} clips), {a.runs}")
     sh = None
     if str(a.shipped) not in ("", "."):
-        sh, sarr = shipped(a.shipped, folds, res["folds"], session=a.session)
+        sh, sarr = shipped(a.shipped, folds, res["folds"], session=a.session, aggregate=a.aggregate)
         C.reliability_diagram(
             [("shipped, T = 1", sarr["before"], sarr["labels"]),
              (f"shipped, T = {sh['temperature']:.3f}", sarr["after"], sarr["labels"])],
             RESULTS / f"reliability{suffix}_shipped.png",
             title=f"{Path(sh['file']).name} via classify(), fold {sh['fold']} held-out actors")
     payload = {
-        "runs": str(a.runs), "checkpoint": a.checkpoint,
+        "runs": str(a.runs), "checkpoint": a.checkpoint, "aggregate": a.aggregate,
         "protocol": ("RAVDESS 4 classes, the 5 speaker-independent folds of `train.student cv`. Each fold's held-out "
                      "clips are scored by that fold's model (eager PyTorch fp32) through `edgeser.Model.classify` (the "
-                     "runtime's VAD and windows; clip probability = mean of window softmax(logits / T)). Fold k's "
+                     f"runtime's VAD and windows; clip probability = {POOLING[a.aggregate]}). Fold k's "
                      "temperature (NLL of that clip probability, bounded 1-D search on log T) and abstain threshold "
                      "are fitted on the held-out clips of the other 4 folds (speakers never in fold k's test set) and "
                      f"evaluated on fold k's. ECE: top-label, {N_BINS} equal-width bins."),

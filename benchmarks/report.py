@@ -503,6 +503,112 @@ def robustness_vs_previous(d, prev) -> list[str]:
     return out + [""] if len(out) > 5 else []
 
 
+ROBUSTNESS_CLEAN_FOLDS = "robustness_clean_folds.json"  # robustness.py --conditions clean on every fold's model
+ROBUSTNESS_HARD_FOLDS = "robustness_hard_folds.json"  # ... the bundled model's hardest conditions on every fold's model
+# (adapting mode, its non-adapting control): the same clips and segmentation, only the adaptation differs
+ADAPT_PAIRS = (("clip", "off"), ("running-clips", "off"), ("running", "off-session"), ("calibrated", "off-session"))
+FOLD_MODES = ("off", "clip", "running-clips", "off-session", "running", "calibrated")
+
+
+def _pooled(runs: list[dict], condition: str, mode: str):
+    """UAR and neutral recall of ``mode`` under ``condition`` over every fold's clips (summed confusion matrices)."""
+    import numpy as np
+
+    mats = [np.asarray(r["conditions"][condition][mode]["confusion"], dtype=float) for r in runs
+            if mode in (r.get("conditions") or {}).get(condition, {})]
+    if not mats or len(mats) != len(runs):
+        return None
+    m = sum(mats)
+    n = len(m)  # rows: true labels; columns: predictions (+ "no event" / abstained columns beyond the labels)
+    rec = [m[i, i] / m[i].sum() for i in range(n) if m[i].sum()]
+    return {"uar": float(np.mean(rec)), "neutral": float(m[0, 0] / m[0].sum()), "clips": int(m.sum())}
+
+
+def _fold_runs(d) -> list[dict]:
+    return sorted(d["models"].values(), key=lambda r: (r.get("fold") is None, r.get("fold")))
+
+
+def _conditions(runs: list[dict]) -> list[str]:
+    return [c for c in (runs[0].get("conditions") or {}) if all(c in (r.get("conditions") or {}) for r in runs)]
+
+
+def adaptation_every_fold(d, title: str, purpose: str) -> list[str]:
+    """Per condition of a ``robustness.py --model <every fold's file> --folds 0 1 2 3 4`` run: each fold's model on
+    its own held-out actors per adaptation mode, the pooled row over all folds, and what each adapting mode gains or
+    costs against its non-adapting control."""
+    if not d or not d.get("models"):
+        return []
+    runs = _fold_runs(d)
+    out = [f"### {title}", "", _prov(d), "",
+           "Each fold's model (the shipped recipe, exported like the bundled one: int8, windows pooled by their mean "
+           "logits, its own temperature; folds 1-4 by `python benchmarks/export_folds.py --runs runs/cv_adapt_mix "
+           "--calibration calibration_adapt_mix.json --out runs/folds_mean_logits --folds 1 2 3 4`, fold 0 is the "
+           f"bundled file) on its own held-out actors: {purpose} One fold's 112 clips move a UAR in steps of about "
+           "1-3 points, so the pooled row (all folds' confusion matrices summed) is the figure to read.", ""]
+    failed = any(not (r.get("export_check") or {}).get("passed", True) for r in runs)
+    for cond in _conditions(runs):
+        modes = [m for m in FOLD_MODES if all(m in r["conditions"][cond] for r in runs)]
+        out += [f"**{cond}**", "", "| fold | test actors | " + " | ".join(f"{m} UAR %" for m in modes) + " |",
+                "|---|---|" + "---|" * len(modes)]
+        for r in runs:
+            cl = r["conditions"][cond]
+            mark = "" if (r.get("export_check") or {}).get("passed", True) else " (!)"
+            out.append(f"| {r.get('fold', '?')} (`{Path(r['path']).name}`{mark}) | "
+                       f"{', '.join(s.replace('Actor_', '') for s in r.get('test_speakers', []))} | "
+                       + " | ".join(_pct(cl[m]["uar"]) for m in modes) + " |")
+        pooled = {m: _pooled(runs, cond, m) for m in modes}
+        out.append(f"| **pooled** | {sum(len(r.get('test_speakers', [])) for r in runs)} actors | "
+                   + " | ".join(f"**{_pct(pooled[m]['uar'])}** (neutral {_pct(pooled[m]['neutral'])})"
+                                for m in modes) + " |")
+        out.append("")
+        for a, b in ADAPT_PAIRS:
+            if a in modes and b in modes:
+                per = [100 * (r["conditions"][cond][a]["uar"] - r["conditions"][cond][b]["uar"]) for r in runs]
+                out.append(f"- `{a}` vs `{b}`: {100 * (pooled[a]['uar'] - pooled[b]['uar']):+.1f} points pooled "
+                           f"(per fold {', '.join(f'{x:+.1f}' for x in per)}).")
+        out.append("")
+    if failed:
+        out += ["(!) no passed export report next to this file: the exporter's check against eager PyTorch failed "
+                "(measured anyway, as in the comparison table).", ""]
+    return out
+
+
+def adaptation_clean_folds(d) -> list[str]:
+    return adaptation_every_fold(d, "Adaptation on clean speech, every fold",
+                                 "clean clips only -- whether test-time adaptation costs anything on speech that needs "
+                                 "none.")
+
+
+def adaptation_hard_folds(d) -> list[str]:
+    return adaptation_every_fold(d, "Adaptation under the hardest conditions, every fold",
+                                 "the conditions where the bundled model did worst on fold 0 -- whether adaptation "
+                                 "improves them for other speakers too.")
+
+
+def adaptation_fold_summary(d, name: str) -> list[str]:
+    """README lines, one per condition: the pooled UAR of each adapting mode against its control."""
+    if not d or not d.get("models"):
+        return []
+    runs = _fold_runs(d)
+    n = sum(len(r.get("test_speakers", [])) for r in runs)
+    out = []
+    for cond in _conditions(runs):
+        parts = []
+        for a, b in ADAPT_PAIRS:
+            pa, pb = _pooled(runs, cond, a), _pooled(runs, cond, b)
+            if pa and pb:
+                parts.append(f"`{a}` {_pct(pa['uar'])} % (neutral {pa['neutral']:.2f}) vs `{b}` {_pct(pb['uar'])} % "
+                             f"(neutral {pb['neutral']:.2f})")
+        if parts:
+            out.append(f"- Adaptation, {cond} (every fold's model on its own held-out actors, {n} actors pooled, "
+                       f"`{name}`): " + "; ".join(parts) + ".")
+    return out
+
+
+def adaptation_clean_summary(d) -> list[str]:
+    return adaptation_fold_summary(d, ROBUSTNESS_CLEAN_FOLDS)
+
+
 def calibration_sections(files) -> list[str]:
     """One section per calibration result present (``benchmarks/calibration.py``'s renderer), each with its own
     heading; ``files`` = [(name, heading, short, command, results or None)]."""
@@ -570,8 +676,9 @@ def calibration_summary(files) -> list[str]:
             p = d["pooled"]
             tgt = d.get("ece_target")
             met = "" if tgt is None else f" (target {tgt}: {'met' if p['after']['ece'] <= tgt else 'not met'})"
+            pool = {"mean_logits": ", windows pooled by their mean logits"}.get(d.get("aggregate", "mean"), "")
             out.append(f"- Calibration ({short}, {p['clips']} clips of {p['speakers']} held-out speakers pooled): ECE "
-                       f"{p['before']['ece']:.4f} before, {p['after']['ece']:.4f} after temperature scaling{met}.")
+                       f"{p['before']['ece']:.4f} before, {p['after']['ece']:.4f} after temperature scaling{pool}{met}.")
         except (KeyError, TypeError):
             out.append(f"- Calibration ({short}): `benchmarks/results/{name}` is incomplete.")
     return out or ["- Calibration: no `benchmarks/results/calibration*.json` yet."]
@@ -638,6 +745,8 @@ def readme_summary() -> list[str]:
     if c:
         out += compare_summary(c)
     out += robustness_summary(_load("robustness.json"), _load("robustness_no_change_split.json"))
+    out += adaptation_clean_summary(_load(ROBUSTNESS_CLEAN_FOLDS))
+    out += adaptation_fold_summary(_load(ROBUSTNESS_HARD_FOLDS), ROBUSTNESS_HARD_FOLDS)
     out += calibration_summary(_calibration_files()) + [""]
     return out + [README_END]
 
@@ -682,6 +791,8 @@ def main() -> int:
         lines += hardening(d)
     lines += robustness_section(_load("robustness.json"), _load("robustness_no_change_split.json"))
     lines += robustness_vs_previous(_load("robustness.json"), _load(ROBUSTNESS_PREVIOUS))
+    lines += adaptation_clean_folds(_load(ROBUSTNESS_CLEAN_FOLDS))
+    lines += adaptation_hard_folds(_load(ROBUSTNESS_HARD_FOLDS))
     d = _load("shortcuts.json")
     if d is not None:
         from benchmarks.shortcuts import render_markdown as shortcuts_md

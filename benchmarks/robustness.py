@@ -730,6 +730,16 @@ def _test_speakers(model, fold: int | None, rows: list[dict]) -> list[str]:
     return list(spk)
 
 
+def export_check(path) -> dict:
+    """What the exporter's report next to a model file says of its check against eager PyTorch (``python -m export``
+    writes ``<name>.export.json`` only when every check passed; without it the file failed or was never checked)."""
+    rep = Path(path).with_suffix("").with_suffix(".export.json")
+    if not rep.is_file():
+        return {"passed": False, "report": None}
+    d = json.loads(rep.read_text())
+    return {"passed": True, "report": rep.name, "command": d.get("command")}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", nargs="+", default=[None], help="exported .onnx/.pte (default: the bundled model)")
@@ -748,6 +758,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-change-split", action="store_true",
                     help="session modes: one event per segment of the VAD (Model.stream(split_on_change=False))")
     ap.add_argument("--out", default=None, help="folder for the JSON and PNG (default benchmarks/results)")
+    ap.add_argument("--no-plot", action="store_true", help="write no PNG (e.g. one condition: the table says it all)")
+    ap.add_argument("--name", default=None,
+                    help="result file stem (default robustness, or robustness_no_change_split with --no-change-split)")
     a = ap.parse_args(argv)
 
     import edgeser
@@ -829,7 +842,7 @@ def main(argv=None) -> int:
         mr = {"path": str(model.path), "sha256": file_sha256(model.path), "fold": fold, "test_speakers": test_spk,
               "labels": labels, "clips_per_condition": len(utts), "modes_requested": requested, "modes_run": modes,
               "modes_unavailable": {m: r for m, r in support["unavailable"].items() if m in requested},
-              "runtime_support": support, "conditions": {}}
+              "runtime_support": support, "export_check": export_check(model.path), "conditions": {}}
         if pool is not None:
             mr["babble"] = {"talkers": pool.talkers, "clips": pool.clips}
         concat = np.concatenate([u.audio for u in utts[:16]])
@@ -855,12 +868,15 @@ def main(argv=None) -> int:
         if a.adapt is None and modes == ["off"]:
             mr.setdefault("notes", []).append("off-session (the session control) not run: no adapting mode runs")
         payload["models"][name] = mr
-        base = "robustness_no_change_split" if a.no_change_split else "robustness"
+        if a.no_plot:
+            continue
+        base = a.name or ("robustness_no_change_split" if a.no_change_split else "robustness")
         png = out_dir / (f"{base}.png" if mi == 0 else f"{base}_{Path(name).stem}.png")
         mr["plot"] = plot(mr, png, f"{name} on speakers never trained on ({', '.join(test_spk)}): UAR (top) and "
                                    f"{labels[0]} recall (bottom) per condition and adaptation mode").name
     payload["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    out_name = "robustness_no_change_split.json" if a.no_change_split else "robustness.json"
+    out_name = f"{a.name}.json" if a.name else \
+        "robustness_no_change_split.json" if a.no_change_split else "robustness.json"
     print(write_result(out_name, payload, argv, out_dir, script="benchmarks/robustness.py"),
           f"{payload['wall_seconds']:.0f} s")
     return 0

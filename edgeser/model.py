@@ -98,8 +98,9 @@ class Model:
 
     def classify(self, audio, sample_rate: int | None = None, *, stream: Stream | None = None,
                  adapt: str | None = None, abstain_below: float | str | None = None) -> EmotionResult:
-        """Emotion of a whole clip (an array with its ``sample_rate``, or a file path): mean of the window
-        probabilities over its speech. Files are streamed from disk in blocks, so memory stays bounded.
+        """Emotion of a whole clip (an array with its ``sample_rate``, or a file path): its speech's windows pooled
+        as the model's metadata ``aggregate`` says (the mean of their probabilities, or softmax of their mean
+        logits). Files are streamed from disk in blocks, so memory stays bounded.
 
         If the VAD finds no speech, the whole clip is classified as one segment (``duration`` is then 0.0).
         ``adapt`` / ``abstain_below``: as for :meth:`stream`. ``stream``: classify with this stream's adaptation state
@@ -188,6 +189,7 @@ class _EveryWindow:
         self.next_end = self.info.first_frames
         self.last_end: int | None = None
         self.prob_sum: np.ndarray | None = None
+        self.logit_sum: np.ndarray | None = None
         self.count = 0
         self.head: list[np.ndarray] = []  # the first samples, while there are too few for the features
         self.n_in = 0
@@ -211,12 +213,14 @@ class _EveryWindow:
             # a stateful model's last chunk: only the frames after its previous chunk, padded with silence
             new = self.frames[:, self.last_end - self.frames_start : end - self.frames_start]
             win = np.concatenate([new, np.full((N_MELS, w - new.shape[1]), SILENCE_LOGMEL, np.float32)], axis=1)
-        probs = softmax(self.stream._step(np.ascontiguousarray(win[None])), self.info.temperature)
+        logits = np.asarray(self.stream._step(np.ascontiguousarray(win[None])), np.float32)
+        probs = softmax(logits, self.info.temperature)
         if self.info.aggregate == "last":
             self.prob_sum = probs
             self.count = 1
         else:
             self.prob_sum = probs.copy() if self.prob_sum is None else self.prob_sum + probs
+            self.logit_sum = logits.copy() if self.logit_sum is None else self.logit_sum + logits
             self.count += 1
         self.last_end = end
 
@@ -241,6 +245,8 @@ class _EveryWindow:
         self._add(self.mel.flush())
         if self.last_end is None or self.n - self.last_end >= 10:
             self._run(self.n, tail=True)
+        if self.info.aggregate == "mean_logits":
+            return softmax(self.logit_sum / np.float32(self.count), self.info.temperature)
         return self.prob_sum / np.float32(self.count)
 
 

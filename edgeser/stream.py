@@ -4,12 +4,14 @@ Windows are fixed by absolute frame positions, never by how the audio was chunke
 frame ``s``, windows end at ``s + first_frames``, then every ``hop_frames``, while the segment lasts; one last window
 ends at the segment's end (if at least ``min_tail_frames`` after the previous one, or if the segment had none). Each
 window is the ``window_frames`` log-mel frames before its end (frames before the stream began count as digital
-silence). A segment's scores are the mean of its windows' probabilities. Partial events (``final=False``) are
+silence). A segment's scores pool its windows as the model's metadata ``aggregate`` says: the mean of their
+probabilities softmax(logits / T) (``"mean"``), or softmax of their mean logits / T (``"mean_logits"``, the bundled
+model: better calibrated, ``benchmarks/calibration.py``). Partial events (``final=False``) are
 emitted for every window while the segment goes on, one final event when it ends. The VAD knows that a segment has
 ended only ~0.2 s after its end, so a window may be due between the two: it is run (as a partial) exactly when its
 frames were complete before the VAD decided the end, as a sample-by-sample feed would, whatever the chunks. So any
 chunking of the same audio gives the same events; memory stays bounded however long the stream runs (running sums,
-not lists, of the window probabilities; a long chunk is processed in 10 s pieces).
+not lists, of the window probabilities and logits; a long chunk is processed in 10 s pieces).
 
 A long segment also ends where the emotion changes (``split_on_change``, on by default). Over babble or in a cafe
 the VAD hears speech all along and cannot find the pauses between utterances, so one speech segment can hold several
@@ -18,7 +20,7 @@ their label). So once a speech segment has lasted :data:`CHANGE_AFTER_FRAMES` (4
 ``split_after_ms``: shorter than that it is taken for one utterance) and the open segment holds
 :data:`CHANGE_MIN_WINDOWS` windows, a window whose most likely label differs from the segment's and whose
 probabilities are more than :data:`CHANGE_MIN_DISTANCE` (total variation) from the segment's mean ends the segment at
-that window's middle (its final event), and opens the next segment: each final event is the mean of its own windows,
+that window's middle (its final event), and opens the next segment: each final event pools its own windows,
 and the partial event of that window already belongs to the new segment. It only uses window probabilities at fixed
 frame positions, so events stay independent of the chunking.
 """
@@ -72,6 +74,7 @@ class _Segment:
     end_sample: int | None = None
     last_end: int | None = None
     prob_sum: np.ndarray | None = None  # running float32 sum of the window probabilities (mean = sum / n)
+    logit_sum: np.ndarray | None = None  # running float32 sum of the window logits (aggregate "mean_logits")
     last_probs: np.ndarray | None = None
     n_windows: int = 0
     speech_start: int = -1  # first frame of the speech segment (of the VAD) this segment is part of
@@ -118,7 +121,7 @@ class Stream:
             raise ValueError(f"split_on_change must be True or False, got {split_on_change!r}")
         # a model that aggregates by its last output, or that carries state within a segment, integrates the segment
         # itself: cutting its segments would restart nothing and average nothing, so it is never split on change
-        self.split_on_change = split_on_change and self._info.aggregate == "mean" and "segment" not in self._scopes
+        self.split_on_change = split_on_change and self._info.aggregate != "last" and "segment" not in self._scopes
         self._init_state = self._info.initial_state()
         self._baseline = self._init_state
         self._state: list = list(self._init_state)
@@ -158,6 +161,7 @@ class Stream:
         self._finished = False
         self._layout: tuple[int, int] | None = None  # (channel axis, channels) of 2-D chunks, once unambiguous
         self._prob_sum: np.ndarray | None = None  # sum of every window's probabilities (for classify())
+        self._logit_sum: np.ndarray | None = None  # sum of every window's logits (classify(), "mean_logits")
         self._prob_weight = 0  # windows counted in _prob_sum
         self._state = list(self._baseline)
         if kept is not None:
@@ -186,10 +190,15 @@ class Stream:
         return float(sum(e.end - e.start for e in events if e.final))
 
     def mean_window_probs(self) -> np.ndarray | None:
-        """Mean probabilities over every window classified since the last reset (None if none was); for a model
-        whose segment score is its last output (``aggregate="last"``), the mean of the segments' final scores
-        weighted by their windows."""
-        return None if self._prob_sum is None else self._prob_sum / np.float32(self._prob_weight)
+        """The clip score over every window classified since the last reset (None if none was), pooled as the
+        model's metadata ``aggregate`` says: the mean of the window probabilities (``"mean"``), softmax of the mean
+        window logits over the temperature (``"mean_logits"``) or, for a model whose segment score is its last output
+        (``"last"``), the mean of the segments' final scores weighted by their windows."""
+        if self._prob_sum is None:
+            return None
+        if self._info.aggregate == "mean_logits":
+            return softmax(self._logit_sum / np.float32(self._prob_weight), self._info.temperature)
+        return self._prob_sum / np.float32(self._prob_weight)
 
     def accept(self, samples, sample_rate: int = SAMPLE_RATE) -> list[EmotionEvent]:
         """Feed audio (any length, dtype, layout accepted by edgeser.audio); return the events it completes."""
@@ -319,7 +328,8 @@ class Stream:
         of the segment it ended if the window showed an emotion change (``self._segment`` is then the new one)."""
         partial_chunk = tail and "segment" in self._scopes and seg.last_end is not None
         window = self._window(end, start=seg.last_end if partial_chunk else None)
-        probs = softmax(self._step(window), self._info.temperature)
+        logits = np.asarray(self._step(window), np.float32)
+        probs = softmax(logits, self._info.temperature)
         out = []
         if self.split_on_change and self._changes(seg, end, probs):
             out.append(self._split(seg, end))
@@ -327,11 +337,13 @@ class Stream:
         # running sums, not lists: memory stays bounded however long a segment or a stream lasts (float32 sums
         # in window order give exactly np.mean of the list)
         seg.prob_sum = probs.copy() if seg.prob_sum is None else seg.prob_sum + probs
+        seg.logit_sum = logits.copy() if seg.logit_sum is None else seg.logit_sum + logits
         seg.last_probs = probs
         seg.n_windows += 1
         seg.last_end = end
-        if self._info.aggregate == "mean":
+        if self._info.aggregate != "last":
             self._prob_sum = probs.copy() if self._prob_sum is None else self._prob_sum + probs
+            self._logit_sum = logits.copy() if self._logit_sum is None else self._logit_sum + logits
             self._prob_weight += 1
         self.windows_run += 1
         return out
@@ -359,6 +371,8 @@ class Stream:
     def _scores(self, seg: _Segment) -> np.ndarray:
         if self._info.aggregate == "last":
             return seg.last_probs
+        if self._info.aggregate == "mean_logits":
+            return softmax(seg.logit_sum / np.float32(seg.n_windows), self._info.temperature)
         return seg.prob_sum / np.float32(seg.n_windows)
 
     def _event(self, seg: _Segment, end_sample: int, final: bool) -> EmotionEvent:

@@ -27,6 +27,9 @@ def _args(argv):
     ap.add_argument("--stream-seconds", type=float, default=60.0, help="continuous stream compared with eager")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="softmax temperature for calibrated confidence (benchmarks/calibration.py fits it)")
+    ap.add_argument("--aggregate", choices=["mean", "mean_logits"], default="mean",
+                    help="how the runtime pools a segment's windows: mean of their probabilities, or softmax of their "
+                         "mean logits (fit --temperature for the same one: benchmarks/calibration.py --aggregate)")
     ap.add_argument("--abstain-below", type=float, default=0.0,
                     help='default confidence under which the runtime answers "uncertain" (0 = never)')
     return ap.parse_args(argv)
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
 
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     model, info = build_from_checkpoint(ck, name=a.name, version=__version__, quantization=a.quantize)
-    info = dataclasses.replace(info, temperature=a.temperature, abstain_below=a.abstain_below)
+    info = dataclasses.replace(info, temperature=a.temperature, abstain_below=a.abstain_below, aggregate=a.aggregate)
     held_out = set(ck["validation"]["test_speakers"])
     clips = [c for c in load_ravdess() if c.speaker in held_out]
     rng = np.random.default_rng(0)

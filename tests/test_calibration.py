@@ -187,3 +187,55 @@ def test_recording_backend_reproduces_classify_scores(espeak_speech):
     assert len(rec.logits) >= 2
     p = C.clip_probs([np.stack(rec.logits)])[0]
     np.testing.assert_allclose(p, [res.scores[k] for k in ("neutral", "happy", "angry", "sad")], atol=1e-5)
+
+
+def test_mean_logits_pooling_and_its_temperature():
+    """``aggregate="mean_logits"``: softmax of the mean window logits / T; the fit recovers the T that generated the
+    labels under that pooling, and the pooling is a real choice (one-window clips pool the same either way)."""
+    rng = np.random.default_rng(11)
+    clips = [rng.normal(0, 1.5, (int(rng.integers(1, 8)), 4)) for _ in range(4000)]
+    p = C.clip_probs(clips, 0.7, "mean_logits")
+    np.testing.assert_allclose(p[0], C.softmax(clips[0].mean(0), 0.7))
+    y = _sample(p, rng)
+    assert C.fit_temperature(clips, y, aggregate="mean_logits") == pytest.approx(0.7, rel=0.08)
+    one = [c[:1] for c in clips[:50]]
+    np.testing.assert_allclose(C.clip_probs(one, 0.7, "mean_logits"), C.clip_probs(one, 0.7, "mean"))
+    multi = [c for c in clips if len(c) > 2][:50]
+    assert np.abs(C.clip_probs(multi, 0.7, "mean_logits") - C.clip_probs(multi, 0.7, "mean")).max() > 0.01
+    with pytest.raises(ValueError, match="aggregate"):
+        C.clip_probs(clips, 1.0, "max")
+    with pytest.raises(ValueError, match="aggregate"):
+        C.fit_temperature(clips, y, aggregate="median")
+
+
+def test_protocol_compares_poolings_and_fits_the_chosen_one():
+    from benchmarks.calibration import evaluate, render_markdown
+
+    folds = _synthetic_folds(np.random.default_rng(9))
+    res, arrays = evaluate(folds, aggregate="mean_logits")
+    assert res["pooled"]["aggregate"] == "mean_logits"
+    ps = {g["aggregate"]: g for g in res["pooled"]["poolings"]}
+    assert set(ps) == {"mean", "mean_logits"}
+    # the run's own pooling, cross-fitted, is the pooled "after" figure
+    assert ps["mean_logits"]["ece"] == res["pooled"]["after"]["ece"]
+    assert ps["mean_logits"]["temperatures"] == [r["temperature"] for r in res["folds"]]
+    # the synthetic labels follow the mean of probabilities: that pooling fits them better (NLL, a proper score)
+    assert ps["mean"]["nll"] < ps["mean_logits"]["nll"]
+    md = render_markdown({"command": "x", "machine": "m", "date": "d", "protocol": "p", "ece_target": 0.05,
+                          "threshold_criterion": "c", **res, "shipped": None})
+    assert "`mean_logits` (this run's)" in md and "| `mean` |" in md
+
+
+def test_export_folds_uses_each_folds_fitted_temperature_threshold_and_pooling():
+    from benchmarks.export_folds import fold_command
+
+    cal = {"aggregate": "mean_logits", "folds": [
+        {"fold": 0, "temperature": 0.5758, "threshold": {"value": 0.67}},
+        {"fold": 2, "temperature": 0.6018, "threshold": {"value": 0.7}}]}
+    cmd = fold_command(cal, "runs/cv", "runs/out", 2, python="py")
+    assert cmd == ["py", "-m", "export", "--checkpoint", "runs/cv/fold2/student.pt", "--format", "onnx",
+                   "--quantize", "int8", "--out", "runs/out/fold2", "--name", "edgeser-fold2", "--temperature",
+                   "0.602", "--abstain-below", "0.70", "--aggregate", "mean_logits"]
+    assert fold_command({"folds": cal["folds"]}, "r", "o", 0, ("onnx", "pte"), python="py")[-1] == "mean"
+    with pytest.raises(ValueError, match="no fold 1"):
+        fold_command(cal, "r", "o", 1)

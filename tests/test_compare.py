@@ -323,6 +323,9 @@ def test_calibration_summary_and_sections():
     assert lines == [("- Calibration (non-adaptive, 560 clips of 20 held-out speakers pooled): ECE 0.1000 before, "
                       "0.0501 after temperature scaling (target 0.05: not met).")]
     assert "no `benchmarks/results/calibration" in R.calibration_summary([files[1]])[0]
+    pooled_logits = ("c.json", "h", "shipped", "c", {**_fake_calibration(0.0399), "aggregate": "mean_logits"})
+    assert R.calibration_summary([pooled_logits])[0].endswith(
+        "0.0399 after temperature scaling, windows pooled by their mean logits (target 0.05: met).")
     assert "incomplete" in R.calibration_summary([("x.json", "h", "s", "c", {"pooled": {}})])[0]
     sec = R.calibration_sections(files)
     text = "\n".join(sec)

@@ -44,7 +44,11 @@ def setup():
 @pytest.mark.parametrize("fmt", ["onnx", "pte"])
 @pytest.mark.parametrize("quantize", [None, "int8"])
 def test_export_roundtrip(setup, tmp_path, fmt, quantize):
+    from dataclasses import replace
+
     model, info, windows = setup
+    # calibration travels too: the temperature and the pooling of windows (both formats carry either pooling)
+    info = replace(info, temperature=0.6, aggregate="mean_logits" if quantize else "mean")
     fn = export_onnx if fmt == "onnx" else export_pte
     path = fn(model, (torch.from_numpy(windows[:1]),), tmp_path / f"m.{fmt}", info, quantize=quantize)
     backend = open_backend(path)

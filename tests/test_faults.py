@@ -445,8 +445,9 @@ def test_metadata_schema_from_the_future(tmp_path, onnx_proto):
     (lambda m: m.update(input_name="mel"), "not in the graph"),
     (lambda m: m.update(output_name="probs"), "not in the graph"),
     (lambda m: m.update(sample_rate=8000), "front end does not produce"),
+    (lambda m: m.update(aggregate="max"), "aggregate must be one of 'mean', 'mean_logits', 'last'"),
 ], ids=["window-100", "window-str", "labels-dup", "labels-int", "temperature-0", "no-labels", "input-name",
-        "output-name", "rate-8k"])
+        "output-name", "rate-8k", "aggregate-max"])
 def test_metadata_that_does_not_fit_is_a_model_error_at_load(tmp_path, onnx_proto, edit, words):
     p = _save_with_meta(onnx_proto, tmp_path / "odd.onnx", edit)
     with pytest.raises(ModelError, match="odd.onnx") as info:

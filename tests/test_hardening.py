@@ -48,8 +48,10 @@ ENTRIES = ("model.classify", "model.analyze", "stream.accept", "edgeser.classify
 # Tolerances on class probabilities against the 16 kHz float32 result of the same speech (max over the 4 classes).
 # Rates >= 16 kHz carry the whole 0-8 kHz band the model sees: only the resampler's passband ripple and phase differ
 # (measured <= 0.003), so 0.01. 8 kHz audio has nothing above 4 kHz (telephone band): the model sees less, measured
-# 0.086 on this sentence, so 0.12 -- and the label must still agree.
-RATE_TOL = {8000: 0.12, 22050: 1e-6, 44100: 0.01, 48000: 0.01, 96000: 0.01}
+# on this sentence at temperature 1: 0.086 with the first default; 0.104 with the current one pooled by the mean of
+# window probabilities and 0.134 pooled by its mean logits (softmax of a mean of logits moves further for the same
+# logit change than a mean of softmaxes), so 0.15 -- and the label must still agree.
+RATE_TOL = {8000: 0.15, 22050: 1e-6, 44100: 0.01, 48000: 0.01, 96000: 0.01}
 
 
 @dataclass
@@ -265,9 +267,23 @@ def test_bad_input_matrix(case, entry, model, speech, reference, tmp_path):
     assert any(e.final for e in out), "the sentence must give a final event"
     if case.exact:
         assert [e.to_dict() for e in out] == [e.to_dict() for e in ref_events]
-    elif case.same_segments:  # PCM quantisation moves no segment boundary of this sentence
-        finals = [e for e in out if e.final]
-        assert [(e.start, e.end) for e in finals] == [(e.start, e.end) for e in ref_events if e.final]
+    elif case.same_segments:  # PCM quantisation moves no boundary of the VAD's speech segments of this sentence
+        # (a cut at an emotion change is a model decision: at a window whose distance to its segment's mean is near
+        # the threshold, PCM quantisation can move it as it can flip a near-tie label -- the int8 model's logits move
+        # by a few hundredths, 0.44 vs 0.39 against 0.40 for this sentence's tail window -- so the segments the
+        # cuts split are compared, joined again: a cut ends one event exactly where the next starts)
+        assert _speech_segments(out) == _speech_segments(ref_events)
+
+
+def _speech_segments(events) -> list[tuple[float, float]]:
+    """The spans of the final events with the cuts at emotion changes joined (the VAD's speech segments)."""
+    spans: list[list[float]] = []
+    for e in (e for e in events if e.final):
+        if spans and spans[-1][1] == e.start:
+            spans[-1][1] = e.end
+        else:
+            spans.append([e.start, e.end])
+    return [tuple(x) for x in spans]
 
 
 def test_matrix_covers_the_issue():

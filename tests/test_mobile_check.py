@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import espeak_wav
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +87,10 @@ def test_golden_vectors_describe_the_stream(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads((out / "golden.json").read_text())
     assert doc["schedule_check_max_diff"] < 1e-4
+    import edgeser
+
+    assert doc["model"]["aggregate"] == edgeser.load().info.aggregate  # how a port pools the windows
+    assert all(set(w["logits"]) == set(w["probs"]) == set(doc["labels"]) for w in doc["windows"])
     x = load(clip)
     assert np.array_equal(np.fromfile(out / "audio_16k.f32", "<f4"), x)
     mel = np.fromfile(out / "logmel_80xT.f32", "<f4").reshape(80, -1)
@@ -102,7 +108,8 @@ def test_golden_vectors_describe_the_stream(tmp_path):
         assert all(b - a == doc["model"]["hop_frames"] for a, b in zip(ends, ends[1:]))  # then every 0.5 s
 
 
-def test_the_documented_schedule_reproduces_emotion_change_splits():
+@pytest.mark.parametrize("aggregate", ["mean", "mean_logits"])
+def test_the_documented_schedule_reproduces_emotion_change_splits(aggregate):
     """The port's algorithm (apps/mobile/README.md section 4, golden.window_schedule): windows rebuilt from the events
     of a stream cut at an emotion change, run again on the whole clip's log-mel, give every final event's scores."""
     import numpy as np
@@ -113,7 +120,10 @@ def test_the_documented_schedule_reproduces_emotion_change_splits():
     from edgeser.stream import SILENCE_LOGMEL, softmax
     from test_stream import _SharpBackend, _two_voices
 
+    from dataclasses import replace
+
     b = _SharpBackend()
+    b.info = replace(b.info, aggregate=aggregate)
     m = Model(b, vad="energy")
     x = _two_voices(5.0, 4.0)
     s = m.stream()
@@ -129,5 +139,9 @@ def test_the_documented_schedule_reproduces_emotion_change_splits():
     windows = window_schedule(events, mel.shape[1], b.info)
     for e in finals:
         ends = [win["end_frame"] for win in windows if win["segment"] == e.segment]
-        probs = [softmax(b.run(np.ascontiguousarray(padded[None, :, k:k + w])), b.info.temperature) for k in ends]
-        assert np.allclose(np.mean(probs, axis=0), [e.scores[k] for k in m.labels], atol=1e-5)
+        logits = [b.run(np.ascontiguousarray(padded[None, :, k:k + w])) for k in ends]
+        if aggregate == "mean_logits":  # softmax of the mean logits / T
+            want = softmax(np.mean(logits, axis=0), b.info.temperature)
+        else:  # the mean of the window probabilities
+            want = np.mean([softmax(z, b.info.temperature) for z in logits], axis=0)
+        assert np.allclose(want, [e.scores[k] for k in m.labels], atol=1e-5)

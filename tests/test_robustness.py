@@ -415,3 +415,68 @@ def test_session_mix_interleaves_calm_clips_and_scores_only_the_tests(tmp_path, 
     plain = _tiny_onnx(tmp_path / "plain.onnx", ["Actor_01"])
     with pytest.raises(SystemExit, match="adaptation"):
         M.main(["--model", str(plain), "--ravdess", str(corpus), "--out", str(out)])
+
+
+def test_clean_runs_of_every_fold_named_without_plots(tmp_path, speech):
+    """--name / --no-plot (the every-fold clean run): the file is named as asked, no PNG is written, and each model
+    records whether the exporter's check passed (its <name>.export.json next to it)."""
+    corpus = _tiny_corpus(tmp_path / "corpus", speech)
+    model = _tiny_onnx(tmp_path / "tiny.onnx", ["Actor_01", "Actor_02"], adaptive=True)
+    out = tmp_path / "results"
+    argv = ["--model", str(model), "--quick", "--ravdess", str(corpus), "--out", str(out), "--conditions", "clean",
+            "--no-tts", "--adapt", "off-session", "running", "--name", "robustness_clean_folds", "--no-plot"]
+    assert R.main(argv) == 0
+    d = json.loads((out / "robustness_clean_folds.json").read_text())
+    assert not list(out.glob("*.png")) and not (out / "robustness.json").exists()
+    mr = d["models"]["tiny.onnx"]
+    assert "plot" not in mr and mr["export_check"] == {"passed": False, "report": None}
+    (tmp_path / "tiny.export.json").write_text(json.dumps({"command": "python -m export --checkpoint x"}))
+    assert R.export_check(model) == {"passed": True, "report": "tiny.export.json",
+                                     "command": "python -m export --checkpoint x"}
+
+
+def _clean_run(fold, confusions, passed=True):
+    """A robustness record of one fold's model on clean speech: per mode a confusion matrix (rows true labels,
+    columns predictions + the 'no event' column) and its UAR."""
+    cond = {}
+    for mode, m in confusions.items():
+        m = np.asarray(m, dtype=float)
+        cond[mode] = {"uar": float(np.mean([m[i, i] / m[i].sum() for i in range(len(m))])),
+                      "confusion": m.astype(int).tolist()}
+    return {"path": f"runs/x/fold{fold}.onnx", "fold": fold, "test_speakers": [f"Actor_{fold + 1:02d}"],
+            "export_check": {"passed": passed}, "conditions": {"clean": cond}}
+
+
+def test_report_pools_clean_speech_of_every_fold():
+    from benchmarks import report as RP
+
+    right = [[4, 0, 0], [0, 4, 0]]  # 2 labels + "no event": all right
+    half = [[2, 2, 0], [0, 3, 1]]
+    d = {"command": "c", "machine": "m", "date": "d", "models": {
+        "a": _clean_run(0, {"off-session": half, "running": right}),
+        "b": _clean_run(1, {"off-session": right, "running": [[4, 0, 0], [2, 2, 0]]}, passed=False)}}
+    md = "\n".join(RP.adaptation_clean_folds(d))
+    # pooled = summed confusions: off-session [[6, 2], [0, 7 (+1 no event)]] -> (6/8 + 7/8) / 2
+    assert "**81.2** (neutral 75.0)" in md and "**87.5** (neutral 100.0)" in md
+    assert "`running` vs `off-session`: +6.2 points pooled (per fold +37.5, -25.0)." in md
+    assert "fold1.onnx` (!)" in md and "(!) no passed export report" in md
+    line = RP.adaptation_clean_summary(d)[0]
+    assert line.startswith("- Adaptation, clean (every fold")
+    assert "`running` 87.5 % (neutral 1.00) vs `off-session` 81.2 % (neutral 0.75)" in line and "2 actors pooled" in line
+    assert RP.adaptation_clean_folds(None) == [] and RP.adaptation_clean_summary({}) == []
+
+
+def test_report_every_fold_renders_each_condition():
+    from benchmarks import report as RP
+
+    right, half = [[4, 0, 0], [0, 4, 0]], [[2, 2, 0], [0, 3, 1]]
+    runs = {k: _clean_run(k, {"off-session": half, "running": right}) for k in (1, 0)}
+    for r in runs.values():
+        r["conditions"]["babble 0 dB"] = _clean_run(0, {"off-session": right, "running": half})["conditions"]["clean"]
+    d = {"command": "c", "machine": "m", "date": "d", "models": {f"m{k}": r for k, r in runs.items()}}
+    md = "\n".join(RP.adaptation_hard_folds(d))
+    assert "**clean**" in md and "**babble 0 dB**" in md and "(!)" not in md
+    assert md.index("| 0 (`fold0.onnx`)") < md.index("| 1 (`fold1.onnx`)")  # folds in order
+    assert "`running` vs `off-session`: -37.5 points pooled (per fold -37.5, -37.5)." in md
+    lines = RP.adaptation_fold_summary(d, "robustness_hard_folds.json")
+    assert [ln.split(" (")[0] for ln in lines] == ["- Adaptation, clean", "- Adaptation, babble 0 dB"]

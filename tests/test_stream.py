@@ -220,3 +220,32 @@ def test_split_on_change_only_for_mean_models_without_segment_state():
     assert Model(b).stream().split_on_change is False
     with pytest.raises(ValueError, match="split_on_change"):
         Model(_SharpBackend()).stream(split_on_change="yes")
+
+
+def test_mean_logits_pooling_in_events_and_classify(speech_in_silence):
+    """A model whose metadata says ``aggregate="mean_logits"``: every event's scores and classify()'s clip scores are
+    softmax(mean of the window logits / T) over exactly the windows the runtime ran, whatever the chunking."""
+    from dataclasses import replace
+
+    from benchmarks.calibration import _recording_backend
+    from edgeser.model import Model
+    from edgeser.stream import softmax
+    from tests.conftest import FakeBackend
+
+    audio, _, _ = speech_in_silence
+    inner = FakeBackend()
+    inner.info = replace(inner.info, aggregate="mean_logits", temperature=0.3)
+    rec = _recording_backend(inner)
+    m = Model(rec)
+    res = m.classify(audio, 16000)
+    want = softmax(np.mean(np.stack(rec.logits), 0), 0.3)
+    np.testing.assert_allclose([res.scores[k] for k in m.labels], want, atol=1e-5)
+    mean_probs = np.mean([softmax(z, 0.3) for z in rec.logits], 0)
+    assert np.abs(want - mean_probs).max() > 1e-3  # a different pooling from "mean"
+    rec.logits.clear()
+    events = _run(m, audio, 20)
+    finals = [e for e in events if e.final]
+    assert len(finals) == 1 and m.stream().split_on_change is True
+    np.testing.assert_allclose([finals[0].scores[k] for k in m.labels],
+                               softmax(np.mean(np.stack(rec.logits), 0), 0.3), atol=1e-5)
+    same_events(_run(m, audio, 37), events)

@@ -2,11 +2,13 @@
 
 Numpy only (matplotlib is imported inside :func:`reliability_diagram`).
 
-The runtime's confidence of a clip (``edgeser.Model.classify``) or a segment (``EmotionEvent``) is the **mean over
-its windows of softmax(logits / T)**, ``T`` = the model's metadata ``temperature``. So the temperature is fitted on
+The runtime's confidence of a clip (``edgeser.Model.classify``) or a segment (``EmotionEvent``) is, as the model's
+metadata ``aggregate`` says, the **mean over its windows of softmax(logits / T)** (``"mean"``) or **softmax of the
+mean window logits / T** (``"mean_logits"``), ``T`` = the metadata ``temperature``. So the temperature is fitted on
 exactly that quantity: :func:`fit_temperature` minimises the negative log-likelihood of the clip-level probability
 
-    p_clip(T) = 1/n_i * sum_w softmax(z_w / T),        NLL(T) = -mean_i log p_clip_i(T)[y_i]
+    p_clip(T) = 1/n_i * sum_w softmax(z_w / T)   (or softmax(1/n_i * sum_w z_w / T)),
+    NLL(T) = -mean_i log p_clip_i(T)[y_i]
 
 over ``log T`` (a bounded 1-D problem: a coarse grid, then golden-section search around the grid's minimum, so a
 non-convex NLL cannot trap it at a far local minimum). :func:`fit_window_temperature` is the textbook variant (each
@@ -73,10 +75,26 @@ def _clip_mean(flat_probs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.add.reduceat(flat_probs, offsets, axis=0) / counts[:, None]
 
 
-def clip_probs(window_logits_per_clip, temperature: float = 1.0) -> np.ndarray:
-    """``[n_clips, C]``: per clip, the mean over its windows of softmax(logits / T) -- the runtime's clip scores."""
-    flat, offsets = _pack(window_logits_per_clip)
+AGGREGATES = ("mean", "mean_logits")  # the runtime's pooling of window outputs (ModelInfo.aggregate) fitted here
+
+
+def _check_aggregate(aggregate: str) -> None:
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+
+
+def _pooled(flat: np.ndarray, offsets: np.ndarray, temperature: float, aggregate: str) -> np.ndarray:
+    if aggregate == "mean_logits":
+        return softmax(_clip_mean(flat, offsets), temperature)
     return _clip_mean(softmax(flat, temperature), offsets)
+
+
+def clip_probs(window_logits_per_clip, temperature: float = 1.0, aggregate: str = "mean") -> np.ndarray:
+    """``[n_clips, C]``: the runtime's clip scores: per clip, the mean over its windows of softmax(logits / T)
+    (``aggregate="mean"``), or softmax(mean of its window logits / T) (``"mean_logits"``)."""
+    _check_aggregate(aggregate)
+    flat, offsets = _pack(window_logits_per_clip)
+    return _pooled(flat, offsets, temperature, aggregate)
 
 
 def _labels(labels, n: int, c: int) -> np.ndarray:
@@ -130,21 +148,22 @@ def _minimise_log_t(f, bounds=T_BOUNDS, grid: int = 81, tol: float = 1e-5) -> fl
     return math.exp(best) if f(math.exp(best)) <= vals[i] else math.exp(xs[i])
 
 
-def clip_nll(window_logits_per_clip, labels, temperature: float) -> float:
-    """NLL of the clip-level probability (mean of window softmax(logits / T)) -- what :func:`fit_temperature`
-    minimises."""
-    return nll(clip_probs(window_logits_per_clip, temperature), labels)
+def clip_nll(window_logits_per_clip, labels, temperature: float, aggregate: str = "mean") -> float:
+    """NLL of the clip-level probability (:func:`clip_probs`) -- what :func:`fit_temperature` minimises."""
+    return nll(clip_probs(window_logits_per_clip, temperature, aggregate), labels)
 
 
-def fit_temperature(window_logits_per_clip, labels, bounds=T_BOUNDS) -> float:
-    """Temperature ``T`` minimising the NLL of the runtime's clip probability (mean over the clip's windows of
-    softmax(logits / T)); clips may have different numbers of windows."""
+def fit_temperature(window_logits_per_clip, labels, bounds=T_BOUNDS, aggregate: str = "mean") -> float:
+    """Temperature ``T`` minimising the NLL of the runtime's clip probability (:func:`clip_probs` with
+    ``aggregate``: the mean over the clip's windows of softmax(logits / T), or softmax of the mean logits / T);
+    clips may have different numbers of windows."""
+    _check_aggregate(aggregate)
     flat, offsets = _pack(window_logits_per_clip)
     y = _labels(labels, len(offsets), flat.shape[1])
     rows = np.arange(len(y))
 
     def f(t: float) -> float:
-        p = _clip_mean(softmax(flat, t), offsets)[rows, y]
+        p = _pooled(flat, offsets, t, aggregate)[rows, y]
         return float(-np.mean(np.log(np.clip(p, 1e-12, None))))
 
     return _minimise_log_t(f, bounds)

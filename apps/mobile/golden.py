@@ -8,13 +8,14 @@ writes, from the reference implementation (edgeser, streamed in 30 ms chunks as 
     mel_filters_80x201.f32   the mel filterbank [80][201] (ship it as an asset instead of re-deriving it)
     logmel_80xT.f32          log10 mel power [80][T] of the whole clip (T = samples // 160): your features
     vad_probs.f32            Silero VAD speech probability of each 512-sample frame
-    golden.json              labels, model info, T, each window classified (segment, end frame, probabilities),
-                             and the events (partial and final) the stream emitted
+    golden.json              labels, model info (T, how windows pool: "aggregate"), each window classified
+                             (segment, end frame, logits, probabilities), and the events (partial and final)
 
 A port is right when its log-mel frames match logmel_80xT.f32 (|diff| < 1e-3), its window schedule gives the same
 end frames (a segment's first window ends 0.5 s after its start, or half a window after it when the segment was opened
-by an emotion change, see apps/mobile/README.md), and its per-segment mean of window probabilities gives the final
-events' scores (|diff| < 1e-3, the
+by an emotion change, see apps/mobile/README.md), and its per-segment pooling of the windows gives the final events'
+scores (metadata ``aggregate``: ``"mean_logits"`` = softmax of the mean window logits / T, the bundled model's;
+``"mean"`` = the mean of the window probabilities) (|diff| < 1e-3, the
 .pte and the ONNX model are quantized differently: compare labels, and scores within ~0.05).
 All arrays are row-major float32 little-endian; ``numpy.fromfile(path, "<f4").reshape(80, -1)`` reads the 2-D ones.
 """
@@ -53,6 +54,19 @@ def window_schedule(events, n_frames: int, info, min_tail_frames: int = 10) -> l
     return out
 
 
+def pooled_scores(windows: list[dict], labels, info) -> np.ndarray:
+    """A segment's scores from its windows (``golden.json`` entries with ``logits`` and ``probs``), as the model's
+    metadata ``aggregate`` says: softmax(mean logits / T) for ``"mean_logits"``, the last window's probabilities for
+    ``"last"``, else the mean of the window probabilities."""
+    from edgeser.stream import softmax
+
+    if info.aggregate == "mean_logits":
+        return softmax(np.mean([[w["logits"][k] for k in labels] for w in windows], axis=0), info.temperature)
+    if info.aggregate == "last":
+        return np.asarray([windows[-1]["probs"][k] for k in labels])
+    return np.mean([[w["probs"][k] for k in labels] for w in windows], axis=0)
+
+
 def make(clip: Path, out: Path) -> dict:
     import edgeser
     from edgeser.audio import load
@@ -89,14 +103,16 @@ def make(clip: Path, out: Path) -> dict:
                                for st, a in zip(info.state, state)}
         logits, state = model.backend.step(np.ascontiguousarray(padded[None, :, e:e + w]), tuple(state))
         state = list(state)
-        win["probs"] = dict(zip(model.labels, softmax(logits, info.temperature).round(6).tolist()))
+        z = np.asarray(logits, np.float64).reshape(-1)
+        win["logits"] = dict(zip(model.labels, z.round(6).tolist()))
+        win["probs"] = dict(zip(model.labels, softmax(z, info.temperature).round(6).tolist()))
 
-    # self-check: each final event's scores are the mean of its segment's window probabilities
+    # self-check: each final event's scores are its segment's windows pooled as the metadata says
     worst = 0.0
     for e in (e for e in events if e.final):
-        ps = [[win["probs"][k] for k in model.labels] for win in windows if win["segment"] == e.segment]
-        mean = np.mean(ps, axis=0)
-        worst = max(worst, float(np.abs(mean - np.array([e.scores[k] for k in model.labels])).max()))
+        seg = [win for win in windows if win["segment"] == e.segment]
+        worst = max(worst, float(np.abs(pooled_scores(seg, model.labels, info)
+                                        - np.array([e.scores[k] for k in model.labels])).max()))
 
     out.mkdir(parents=True, exist_ok=True)
     x.astype("<f4").tofile(out / "audio_16k.f32")
@@ -106,7 +122,7 @@ def make(clip: Path, out: Path) -> dict:
     doc = {
         "clip": str(clip), "samples": int(x.size), "frames": int(n), "labels": list(model.labels),
         "model": {"name": info.name, "version": info.version, "window_frames": w, "hop_frames": info.hop_frames,
-                  "first_frames": info.first_frames, "temperature": info.temperature},
+                  "first_frames": info.first_frames, "temperature": info.temperature, "aggregate": info.aggregate},
         "silence_logmel": SILENCE_LOGMEL, "chunk_samples": CHUNK,
         "windows": windows,
         "events": [e.to_dict() for e in events],

@@ -15,6 +15,7 @@ from ..errors import ModelError
 SCHEMA_VERSION = 1
 METADATA_KEY = "edgeser"
 METADATA_METHOD = "edgeser_metadata"
+AGGREGATES = ("mean", "mean_logits", "last")  # how window outputs pool into a segment's score (ModelInfo.aggregate)
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class ModelInfo:
     quantization: str = "none"
     backbone: str = ""
     training: dict = field(default_factory=dict)  # data, licence, protocol, command, validation metrics
-    # how a segment's score is formed from its windows: "mean" of the window probabilities, or "last" (a stateful
-    # model whose latest output already summarises the segment so far)
+    # how a segment's (and classify()'s clip) score is formed from its windows: "mean" of the window probabilities
+    # softmax(logits / T); "mean_logits": softmax(mean of the window logits / T) (log-linear pooling: the windows'
+    # evidence adds up instead of their probabilities averaging; better calibrated, benchmarks/calibration.py); or
+    # "last" (a stateful model whose latest output already summarises the segment so far)
     aggregate: str = "mean"
     # test-time adaptation the stream-scoped state implements: {"kind", "default": "running"|"off", ...}
     adaptation: dict = field(default_factory=dict)
@@ -91,8 +94,9 @@ class ModelInfo:
             raise ModelError(f"{source}: metadata field temperature must be a positive number, got {t!r}")
         if info.window_frames <= 0 or info.hop_frames <= 0 or info.first_frames <= 0:
             raise ModelError(f"{source}: window/hop sizes must be positive")
-        if info.aggregate not in ("mean", "last"):
-            raise ModelError(f"{source}: metadata field aggregate must be 'mean' or 'last', got {info.aggregate!r}")
+        if info.aggregate not in AGGREGATES:
+            raise ModelError(f"{source}: metadata field aggregate must be one of {', '.join(map(repr, AGGREGATES))}, "
+                             f"got {info.aggregate!r}")
         a = info.abstain_below
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a < 1.0:
             raise ModelError(f"{source}: metadata field abstain_below must be a number in [0, 1), got {a!r}")
