@@ -242,19 +242,19 @@ def _speaker_bootstrap_ece(probs, labels, speakers, reps: int = 2000, seed: int 
 POOLING = {"mean": "mean of window softmax(logits / T)", "mean_logits": "softmax(mean of window logits / T)"}
 
 
-def _cross_fitted(folds: list[FoldLogits], aggregate: str) -> dict:
-    """Pooled held-out summary of one pooling with each fold's T fitted on the other folds (for comparing poolings)."""
-    probs, ts = [], []
-    for f in folds:
-        fit_logits, fit_y = _other(folds, f.fold)
-        t = C.fit_temperature(fit_logits, fit_y, aggregate=aggregate)
-        ts.append(round(t, 4))
-        probs.append(C.clip_probs(f.logits, t, aggregate))
-    p, y = np.concatenate(probs), np.concatenate([f.labels for f in folds])
+def _cross_fitted(folds: list[FoldLogits], aggregate: str, temperatures: list[float] | None = None) -> dict:
+    """Pooled held-out summary of one pooling with each fold's T fitted on the other folds (for comparing poolings);
+    ``temperatures``: those fits where the caller has them already (one per fold, in order)."""
+    from train.metrics import classification_report
+
+    if temperatures is None:
+        temperatures = [C.fit_temperature(*_other(folds, f.fold), aggregate=aggregate) for f in folds]
+    p = np.concatenate([C.clip_probs(f.logits, t, aggregate) for f, t in zip(folds, temperatures)])
+    y = np.concatenate([f.labels for f in folds])
     spk = [s for f in folds for s in f.speakers]
-    uar = float(np.mean([np.mean(p.argmax(1)[y == c] == c) for c in np.unique(y)]))
-    return {"aggregate": aggregate, "clip_probability": POOLING[aggregate], "temperatures": ts,
-            **_rd(C.summary(p, y, N_BINS)), "uar": _r(uar),
+    uar = classification_report(y, p.argmax(1), folds[0].label_names)["uar"]
+    return {"aggregate": aggregate, "clip_probability": POOLING[aggregate],
+            "temperatures": [round(t, 4) for t in temperatures], **_rd(C.summary(p, y, N_BINS)), "uar": _r(uar),
             "ece_speaker_bootstrap_95": _speaker_bootstrap_ece(p, y, spk)}
 
 
@@ -264,9 +264,11 @@ def evaluate(folds: list[FoldLogits], *, target_accuracy: float = C.DEFAULT_TARG
     pooling of a clip's windows the temperature is fitted for (the model's metadata ``aggregate``)."""
     _check_folds(folds)
     per_fold, pooled_before, pooled_after, pooled_y, pooled_spk, kept_total, right_total = [], [], [], [], [], 0, 0
+    temperatures = []
     for f in folds:
         fit_logits, fit_y = _other(folds, f.fold)
         t = C.fit_temperature(fit_logits, fit_y, aggregate=aggregate)
+        temperatures.append(t)
         t_win = C.fit_window_temperature(fit_logits, fit_y)
         choice = C.choose_threshold(C.abstain_curve(C.clip_probs(fit_logits, t, aggregate), fit_y), target_accuracy,
                                     min_kept)
@@ -312,7 +314,7 @@ def evaluate(folds: list[FoldLogits], *, target_accuracy: float = C.DEFAULT_TARG
             "note": "T fitted on all pooled test clips and evaluated on them: optimistic, not a held-out figure",
             "temperature": round(t_in, 4), **_rd(C.summary(C.clip_probs(all_logits, t_in, aggregate), y, N_BINS))},
         # every pooling the runtime offers, each with its own cross-fitted T: the choice of pooling, side by side
-        "poolings": [_cross_fitted(folds, g) for g in C.AGGREGATES],
+        "poolings": [_cross_fitted(folds, g, temperatures if g == aggregate else None) for g in C.AGGREGATES],
         "reliability_before": C.reliability_bins(pb, y, N_BINS),
         "reliability_after": C.reliability_bins(pa, y, N_BINS),
     }

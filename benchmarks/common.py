@@ -35,6 +35,16 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
+def export_mismatch(log) -> str | None:
+    """The exporter's verification failure recorded in the log ``log`` of a ``python -m export`` run (the file was
+    written, then rejected), if any."""
+    log = Path(log)
+    if not log.is_file():
+        return None
+    lines = [ln for ln in log.read_text().splitlines() if "ExportMismatch" in ln]
+    return lines[-1].split("ExportMismatch: ", 1)[-1] if lines else None
+
+
 def write_result(name: str, payload: dict, argv=None, folder: Path | None = None, script: str | None = None) -> Path:
     """``payload`` with the command, machine and date as ``folder/name`` (default: benchmarks/results). The command
     is ``script`` (default: the running program) with ``argv`` (default: this process's arguments), shell-quoted so

@@ -57,7 +57,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, export_mismatch, write_result
 
 LABELS = ("neutral", "happy", "angry", "sad")
 N_FOLDS = 5
@@ -470,14 +470,6 @@ def _fresh(path: Path, source: Path) -> bool:
     return path.is_file() and path.stat().st_mtime >= source.stat().st_mtime
 
 
-def _mismatch(log: Path) -> str | None:
-    """The exporter's verification failure recorded in ``log`` (the file was written, then rejected), if any."""
-    if not log.is_file():
-        return None
-    lines = [ln for ln in log.read_text().splitlines() if "ExportMismatch" in ln]
-    return lines[-1].split("ExportMismatch: ", 1)[-1] if lines else None
-
-
 def export_student(variant: str, fold: int, recipe: str = "windowed") -> tuple[Path, str | None]:
     """(``runs/compare/[adapt-]<variant>/fold<k>/student.<fmt>``, None) exported and verified by ``python -m
     export``, redone only when the checkpoint is newer. If the exporter wrote the file but its check against eager
@@ -489,8 +481,8 @@ def export_student(variant: str, fold: int, recipe: str = "windowed") -> tuple[P
     if _fresh(path, ck):
         if _fresh(report, path) and path.name in json.loads(report.read_text()).get("files", {}):
             return path, None
-        if _mismatch(log):
-            return path, _mismatch(log)
+        if export_mismatch(log):
+            return path, export_mismatch(log)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "export", "--checkpoint", str(ck), "--format", fmt, "--quantize",
            "none" if q == "fp32" else q, "--out", str(out), "--name", "student"]
@@ -500,9 +492,9 @@ def export_student(variant: str, fold: int, recipe: str = "windowed") -> tuple[P
                        check=False)
     log.write_text(p.stdout + p.stderr)
     if p.returncode != 0:
-        if path.is_file() and _fresh(path, ck) and _mismatch(log):
-            print(f"  {path.relative_to(ROOT)}: the exporter's check FAILED: {_mismatch(log)}", flush=True)
-            return path, _mismatch(log)
+        if path.is_file() and _fresh(path, ck) and export_mismatch(log):
+            print(f"  {path.relative_to(ROOT)}: the exporter's check FAILED: {export_mismatch(log)}", flush=True)
+            return path, export_mismatch(log)
         raise SystemExit(f"compare.py: export failed ({' '.join(cmd[1:])}):\n{p.stderr[-3000:]}")
     print(f"  {path.relative_to(ROOT)} {path.stat().st_size / 2**20:.1f} MiB in {time.time() - t0:.0f} s", flush=True)
     return path, None
@@ -751,13 +743,13 @@ def export_causal(fold: int, ck: Path, fmts=("onnx", "pte")) -> tuple[dict[str, 
             p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
             log.write_text(p.stdout + p.stderr)
-            if p.returncode != 0 and not _mismatch(log):
+            if p.returncode != 0 and not export_mismatch(log):
                 if fmt == "onnx":
                     raise SystemExit(f"compare.py: causal export failed ({' '.join(cmd[1:])}):\n{p.stderr[-3000:]}")
                 reason = (p.stderr.strip().splitlines() or ["?"])[-1][:300]
                 why.update({v: f"export failed: {reason}" for v in paths})
                 continue
-        mm = _mismatch(log)
+        mm = export_mismatch(log)
         for v, path in paths.items():
             if _fresh(path, ck):
                 got[v] = path

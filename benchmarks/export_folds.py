@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.common import RESULTS, export_mismatch  # noqa: E402
 
 
 def _abs(p) -> Path:
@@ -66,14 +66,14 @@ def main(argv=None) -> int:
         (a.out / f"fold{k}").mkdir(parents=True, exist_ok=True)
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-        (a.out / f"fold{k}" / "export.log").write_text(p.stdout + p.stderr)
+        log = a.out / f"fold{k}" / "export.log"
+        log.write_text(p.stdout + p.stderr)
         if p.returncode != 0:
-            why = [ln for ln in (p.stdout + p.stderr).splitlines() if "ExportMismatch" in ln]
+            why = export_mismatch(log)
             if not why:
                 raise SystemExit(f"export of fold {k} failed:\n{p.stderr[-3000:]}")
             failed.append(k)
-            print(f"  fold {k}: the exporter's check FAILED (file kept): {why[-1].split('ExportMismatch: ', 1)[-1]}",
-                  flush=True)
+            print(f"  fold {k}: the exporter's check FAILED (file kept): {why}", flush=True)
     print(f"exported folds {a.folds} to {a.out}" + (f"; check failed for folds {failed}" if failed else ""))
     return 0
 

@@ -507,7 +507,6 @@ ROBUSTNESS_CLEAN_FOLDS = "robustness_clean_folds.json"  # robustness.py --condit
 ROBUSTNESS_HARD_FOLDS = "robustness_hard_folds.json"  # ... the bundled model's hardest conditions on every fold's model
 # (adapting mode, its non-adapting control): the same clips and segmentation, only the adaptation differs
 ADAPT_PAIRS = (("clip", "off"), ("running-clips", "off"), ("running", "off-session"), ("calibrated", "off-session"))
-FOLD_MODES = ("off", "clip", "running-clips", "off-session", "running", "calibrated")
 
 
 def _pooled(runs: list[dict], condition: str, mode: str):
@@ -538,6 +537,8 @@ def adaptation_every_fold(d, title: str, purpose: str) -> list[str]:
     costs against its non-adapting control."""
     if not d or not d.get("models"):
         return []
+    from benchmarks.robustness import MODES
+
     runs = _fold_runs(d)
     out = [f"### {title}", "", _prov(d), "",
            "Each fold's model (the shipped recipe, exported like the bundled one: int8, windows pooled by their mean "
@@ -547,7 +548,7 @@ def adaptation_every_fold(d, title: str, purpose: str) -> list[str]:
            "1-3 points, so the pooled row (all folds' confusion matrices summed) is the figure to read.", ""]
     failed = any(not (r.get("export_check") or {}).get("passed", True) for r in runs)
     for cond in _conditions(runs):
-        modes = [m for m in FOLD_MODES if all(m in r["conditions"][cond] for r in runs)]
+        modes = [m for m in MODES if all(m in r["conditions"][cond] for r in runs)]
         out += [f"**{cond}**", "", "| fold | test actors | " + " | ".join(f"{m} UAR %" for m in modes) + " |",
                 "|---|---|" + "---|" * len(modes)]
         for r in runs:

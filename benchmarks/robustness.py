@@ -732,9 +732,10 @@ def _test_speakers(model, fold: int | None, rows: list[dict]) -> list[str]:
 
 def export_check(path) -> dict:
     """What the exporter's report next to a model file says of its check against eager PyTorch (``python -m export``
-    writes ``<name>.export.json`` only when every check passed; without it the file failed or was never checked)."""
+    writes ``<name>.export.json`` only when every check passed; without it, or with one older than the file, the
+    file failed or was never checked)."""
     rep = Path(path).with_suffix("").with_suffix(".export.json")
-    if not rep.is_file():
+    if not rep.is_file() or rep.stat().st_mtime < Path(path).stat().st_mtime:
         return {"passed": False, "report": None}
     d = json.loads(rep.read_text())
     return {"passed": True, "report": rep.name, "command": d.get("command")}

@@ -114,7 +114,8 @@ def main(argv=None) -> int:
             print(f"{c:<24} K={k} " + " ".join(f"{m} UAR {r[m]['uar']:.3f} N {r[m]['recall'][labels[0]]:.2f}"
                                                 for m in MIX_MODES) + f" ({time.perf_counter() - t:.0f} s)",
                   flush=True)
-    payload = {"model": str(model.path), "sha256": file_sha256(model.path), "test_speakers": test_spk, "labels": labels, "threads": 1,
+    payload = {"model": str(model.path), "sha256": file_sha256(model.path), "test_speakers": test_spk,
+               "labels": labels, "threads": 1,
                "calm_between": a.calm, "clips_scored": len(utts),
                "calm_clips": {s: len(v) for s, v in calm.items()},
                "protocol": "per speaker, K of their RAVDESS calm clips (cycled, not scored) before each test clip, in "

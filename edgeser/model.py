@@ -13,7 +13,7 @@ from .constants import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
 from .errors import AudioError, ModelError
 from .runtime import open_backend
 from .runtime.base import Backend
-from .stream import Stream, softmax
+from .stream import Stream, pool_scores, softmax
 from .types import UNCERTAIN, EmotionEvent, EmotionResult
 
 DEFAULT_DIR = Path(__file__).parent / "models" / "default"
@@ -245,9 +245,9 @@ class _EveryWindow:
         self._add(self.mel.flush())
         if self.last_end is None or self.n - self.last_end >= 10:
             self._run(self.n, tail=True)
-        if self.info.aggregate == "mean_logits":
-            return softmax(self.logit_sum / np.float32(self.count), self.info.temperature)
-        return self.prob_sum / np.float32(self.count)
+        if self.info.aggregate == "last":
+            return self.prob_sum
+        return pool_scores(self.info, self.prob_sum, self.logit_sum, self.count)
 
 
 def load(model=None, backend: str = "auto", *, vad: str = "silero", threads: int = 1) -> Model:

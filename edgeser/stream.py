@@ -64,6 +64,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return (z / z.sum()).astype(np.float32)
 
 
+def pool_scores(info, prob_sum: np.ndarray, logit_sum: np.ndarray, n: int) -> np.ndarray:
+    """The score of ``n`` windows from their running sums, as the model's metadata ``aggregate`` says: softmax of the
+    mean logits over the temperature (``"mean_logits"``), else the mean of the window probabilities."""
+    if info.aggregate == "mean_logits":
+        return softmax(logit_sum / np.float32(n), info.temperature)
+    return prob_sum / np.float32(n)
+
+
 @dataclass
 class _Segment:
     index: int
@@ -196,9 +204,9 @@ class Stream:
         (``"last"``), the mean of the segments' final scores weighted by their windows."""
         if self._prob_sum is None:
             return None
-        if self._info.aggregate == "mean_logits":
-            return softmax(self._logit_sum / np.float32(self._prob_weight), self._info.temperature)
-        return self._prob_sum / np.float32(self._prob_weight)
+        if self._info.aggregate == "last":  # the sums hold the segments' final scores, weighted by their windows
+            return self._prob_sum / np.float32(self._prob_weight)
+        return pool_scores(self._info, self._prob_sum, self._logit_sum, self._prob_weight)
 
     def accept(self, samples, sample_rate: int = SAMPLE_RATE) -> list[EmotionEvent]:
         """Feed audio (any length, dtype, layout accepted by edgeser.audio); return the events it completes."""
@@ -371,9 +379,7 @@ class Stream:
     def _scores(self, seg: _Segment) -> np.ndarray:
         if self._info.aggregate == "last":
             return seg.last_probs
-        if self._info.aggregate == "mean_logits":
-            return softmax(seg.logit_sum / np.float32(seg.n_windows), self._info.temperature)
-        return seg.prob_sum / np.float32(seg.n_windows)
+        return pool_scores(self._info, seg.prob_sum, seg.logit_sum, seg.n_windows)
 
     def _event(self, seg: _Segment, end_sample: int, final: bool) -> EmotionEvent:
         mean = self._scores(seg)

@@ -239,3 +239,15 @@ def test_export_folds_uses_each_folds_fitted_temperature_threshold_and_pooling()
     assert fold_command({"folds": cal["folds"]}, "r", "o", 0, ("onnx", "pte"), python="py")[-1] == "mean"
     with pytest.raises(ValueError, match="no fold 1"):
         fold_command(cal, "r", "o", 1)
+
+
+def test_export_folds_refuses_calibration_of_other_runs(tmp_path):
+    import json
+
+    from benchmarks.export_folds import main
+
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"runs": "runs/cv_other", "aggregate": "mean", "folds": []}))
+    with pytest.raises(SystemExit, match="fitted on runs/cv_other, not runs/cv_adapt_mix"):
+        main(["--runs", "runs/cv_adapt_mix", "--calibration", str(cal), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing exported

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import compare as C
+from benchmarks.common import export_mismatch
 from benchmarks import report as R
 
 LABELS = ["neutral", "happy", "angry", "sad"]
@@ -363,9 +364,9 @@ def test_parse_limits():
 
 def test_export_mismatch_is_read_from_the_log(tmp_path):
     log = tmp_path / "export.log"
-    assert C._mismatch(log) is None
+    assert export_mismatch(log) is None
     log.write_text("Traceback\nexport.core.ExportMismatch: x.onnx differs from eager PyTorch: {'label_agreement': 0.96}\n")
-    assert C._mismatch(log).startswith("x.onnx differs")
+    assert export_mismatch(log).startswith("x.onnx differs")
 
 
 def test_teacher_timing_helpers():

@@ -430,9 +430,15 @@ def test_clean_runs_of_every_fold_named_without_plots(tmp_path, speech):
     assert not list(out.glob("*.png")) and not (out / "robustness.json").exists()
     mr = d["models"]["tiny.onnx"]
     assert "plot" not in mr and mr["export_check"] == {"passed": False, "report": None}
-    (tmp_path / "tiny.export.json").write_text(json.dumps({"command": "python -m export --checkpoint x"}))
+    import os
+
+    rep = tmp_path / "tiny.export.json"
+    rep.write_text(json.dumps({"command": "python -m export --checkpoint x"}))
     assert R.export_check(model) == {"passed": True, "report": "tiny.export.json",
                                      "command": "python -m export --checkpoint x"}
+    t = model.stat().st_mtime
+    os.utime(rep, (t - 60, t - 60))  # a report of an earlier export: the file since was re-exported and not passed
+    assert R.export_check(model)["passed"] is False
 
 
 def _clean_run(fold, confusions, passed=True):

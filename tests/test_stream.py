@@ -249,3 +249,10 @@ def test_mean_logits_pooling_in_events_and_classify(speech_in_silence):
     np.testing.assert_allclose([finals[0].scores[k] for k in m.labels],
                                softmax(np.mean(np.stack(rec.logits), 0), 0.3), atol=1e-5)
     same_events(_run(m, audio, 37), events)
+    # no speech: classify() runs windows over the whole signal (edgeser.model._EveryWindow), pooled the same way
+    rec.logits.clear()
+    quiet = np.random.default_rng(3).standard_normal(24000).astype(np.float32) * 1e-4
+    res = m.classify(quiet, 16000)
+    assert res.duration == 0.0 and len(rec.logits) >= 2
+    np.testing.assert_allclose([res.scores[k] for k in m.labels], softmax(np.mean(np.stack(rec.logits), 0), 0.3),
+                               atol=1e-5)

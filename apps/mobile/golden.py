@@ -58,13 +58,13 @@ def pooled_scores(windows: list[dict], labels, info) -> np.ndarray:
     """A segment's scores from its windows (``golden.json`` entries with ``logits`` and ``probs``), as the model's
     metadata ``aggregate`` says: softmax(mean logits / T) for ``"mean_logits"``, the last window's probabilities for
     ``"last"``, else the mean of the window probabilities."""
-    from edgeser.stream import softmax
+    from edgeser.stream import pool_scores
 
-    if info.aggregate == "mean_logits":
-        return softmax(np.mean([[w["logits"][k] for k in labels] for w in windows], axis=0), info.temperature)
     if info.aggregate == "last":
         return np.asarray([windows[-1]["probs"][k] for k in labels])
-    return np.mean([[w["probs"][k] for k in labels] for w in windows], axis=0)
+    probs = np.asarray([[w["probs"][k] for k in labels] for w in windows])
+    logits = np.asarray([[w["logits"][k] for k in labels] for w in windows])
+    return pool_scores(info, probs.sum(0), logits.sum(0), len(windows))
 
 
 def make(clip: Path, out: Path) -> dict:
