@@ -76,6 +76,9 @@ RECIPES = {
     "sess": (SESS_RUNS, "student_cv_adapt_sess.json", "adaptive", "sess-"),
     "mix": (MIX_RUNS, "student_cv_adapt_mix.json", "adaptive", "mix-"),
 }
+# recipes exported as the bundled model is: with the temperature, abstain threshold and pooling that
+# benchmarks/calibration.py fitted for each fold on the other folds (the others: the exporter's defaults)
+RECIPE_CALIBRATION = {"mix": "calibration_adapt_mix.json"}
 CAUSAL_PREFIX = "causal-"
 ALL_VARIANTS = (tuple(prefix + v for _, _, _, prefix in RECIPES.values() for v in STUDENT_VARIANTS)
                 + tuple(CAUSAL_PREFIX + v for v in CAUSAL_VARIANTS))
@@ -470,27 +473,57 @@ def _fresh(path: Path, source: Path) -> bool:
     return path.is_file() and path.stat().st_mtime >= source.stat().st_mtime
 
 
+def export_options(recipe: str, fold: int) -> list[str]:
+    """The exporter's options beyond format and quantisation for ``recipe``'s fold: the fold's calibration
+    (:data:`RECIPE_CALIBRATION`) or none."""
+    if recipe not in RECIPE_CALIBRATION:
+        return []
+    from benchmarks.export_folds import calibration_args, load_calibration
+
+    name = RECIPE_CALIBRATION[recipe]
+    if not (RESULTS / name).is_file():
+        raise MissingInput(f"{name} (the {recipe} recipe's per-fold calibration)",
+                           f"python benchmarks/calibration.py --runs {RECIPES[recipe][0].relative_to(ROOT)} ...")
+    return calibration_args(load_calibration(name, RECIPES[recipe][0]), fold)
+
+
+def _exported_with(report: Path, log: Path, options: list[str]) -> bool:
+    """Whether the export in this folder ran with ``options`` (its report's command, or the first line of its log
+    when the check failed and no report was written)."""
+    want = " ".join(options)
+    if report.is_file():
+        cmd = json.loads(report.read_text()).get("command", "")
+    elif log.is_file():
+        cmd = log.read_text().split("\n", 1)[0]
+    else:
+        return False
+    return cmd.endswith(f"--name student {want}".rstrip()) if want else cmd.rstrip().endswith("--name student")
+
+
 def export_student(variant: str, fold: int, recipe: str = "windowed") -> tuple[Path, str | None]:
     """(``runs/compare/[adapt-]<variant>/fold<k>/student.<fmt>``, None) exported and verified by ``python -m
-    export``, redone only when the checkpoint is newer. If the exporter wrote the file but its check against eager
-    failed, the file is returned with that failure (reported with the row, never hidden)."""
+    export`` (with the fold's calibration for the recipes of :data:`RECIPE_CALIBRATION`), redone when the checkpoint
+    is newer or the options changed. If the exporter wrote the file but its check against eager failed, the file is
+    returned with that failure (reported with the row, never hidden)."""
     fmt, q = variant.split("-")
     ck = student_checkpoint(fold, recipe)
+    options = export_options(recipe, fold)
     out = variant_dir(recipe, variant, fold)
     path, report, log = out / f"student.{fmt}", out / "student.export.json", out / "export.log"
-    if _fresh(path, ck):
+    if _fresh(path, ck) and _exported_with(report, log, options):
         if _fresh(report, path) and path.name in json.loads(report.read_text()).get("files", {}):
             return path, None
         if export_mismatch(log):
             return path, export_mismatch(log)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "export", "--checkpoint", str(ck), "--format", fmt, "--quantize",
-           "none" if q == "fp32" else q, "--out", str(out), "--name", "student"]
+           "none" if q == "fp32" else q, "--out", str(out), "--name", "student", *options]
     print("export:", " ".join(cmd[1:]), flush=True)
     t0 = time.time()
+    report.unlink(missing_ok=True)  # a report of an export with other options must not vouch for this file
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                        check=False)
-    log.write_text(p.stdout + p.stderr)
+    log.write_text("python " + " ".join(cmd[1:]) + "\n" + p.stdout + p.stderr)
     if p.returncode != 0:
         if path.is_file() and _fresh(path, ck) and export_mismatch(log):
             print(f"  {path.relative_to(ROOT)}: the exporter's check FAILED: {export_mismatch(log)}", flush=True)
@@ -672,7 +705,11 @@ def student_rows(variants, folds_for: dict, seconds: float, recipe: str = "windo
         head = aggregate_folds(ev["session"]) if session else per_clip
         base = {"kind": kind, "recipe": recipe, "model": MODEL_TEXT[recipe], "variant": variant, "format": fmt,
                 "quantization": q, "backbone": "whisper-tiny.en", **head, "params": params, "text_encoder_params": 0,
-                "trained_on": _trained_on(recipe, min(paths)), "gpu": None}
+                "trained_on": _trained_on(recipe, min(paths)), "gpu": None,
+                "pooling": ev["info"].aggregate, "temperature": ev["info"].temperature}
+        if recipe in RECIPE_CALIBRATION:
+            base["calibration"] = (f"{RECIPE_CALIBRATION[recipe]}: each fold exported with its own temperature, "
+                                   "abstain threshold and pooling (temperature/pooling here: the speed fold's)")
         if session:
             base.update(headline="session", per_clip={k: per_clip[k] for k in (
                 "uar", "wa", "uar_sd", "folds", "per_fold", "confusion", "pooled_uar", "pooled_wa")},

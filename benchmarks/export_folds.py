@@ -31,18 +31,33 @@ def _abs(p) -> Path:
     return (p if p.is_absolute() else ROOT / p).resolve()
 
 
-def fold_command(calibration: dict, runs: Path, out: Path, fold: int, formats=("onnx",), quantize: str = "int8",
-                 python: str = sys.executable) -> list[str]:
-    """The ``python -m export`` command of fold ``fold`` with its fitted temperature, threshold and pooling."""
+def calibration_args(calibration: dict, fold: int) -> list[str]:
+    """``python -m export`` options for fold ``fold``: the temperature and abstain threshold fitted for it on the
+    other folds, and the pooling (``aggregate``) they were fitted for."""
     recs = [r for r in calibration["folds"] if r["fold"] == fold]
     if not recs:
         raise ValueError(f"the calibration results have no fold {fold}")
     r = recs[0]
-    aggregate = calibration.get("aggregate", "mean")
+    return ["--temperature", f"{r['temperature']:.3f}", "--abstain-below", f"{r['threshold']['value']:.2f}",
+            "--aggregate", calibration.get("aggregate", "mean")]
+
+
+def load_calibration(name, runs) -> dict:
+    """``benchmarks/calibration.py`` results (a name in benchmarks/results, or a path), refused unless fitted on the
+    checkpoints of ``runs``."""
+    path = Path(name) if Path(name).is_file() else RESULTS / name
+    calibration = json.loads(path.read_text())
+    if _abs(calibration.get("runs", runs)) != _abs(runs):
+        raise SystemExit(f"{path} was fitted on {calibration.get('runs')}, not {runs}")
+    return calibration
+
+
+def fold_command(calibration: dict, runs: Path, out: Path, fold: int, formats=("onnx",), quantize: str = "int8",
+                 python: str = sys.executable) -> list[str]:
+    """The ``python -m export`` command of fold ``fold`` with its fitted temperature, threshold and pooling."""
     return [python, "-m", "export", "--checkpoint", str(Path(runs) / f"fold{fold}" / "student.pt"),
             "--format", *formats, "--quantize", quantize, "--out", str(Path(out) / f"fold{fold}"),
-            "--name", f"edgeser-fold{fold}", "--temperature", f"{r['temperature']:.3f}",
-            "--abstain-below", f"{r['threshold']['value']:.2f}", "--aggregate", aggregate]
+            "--name", f"edgeser-fold{fold}", *calibration_args(calibration, fold)]
 
 
 def main(argv=None) -> int:
@@ -55,10 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--format", nargs="+", choices=["onnx", "pte"], default=["onnx"])
     ap.add_argument("--quantize", choices=["none", "int8"], default="int8")
     a = ap.parse_args(argv)
-    cal_path = Path(a.calibration) if Path(a.calibration).is_file() else RESULTS / a.calibration
-    calibration = json.loads(cal_path.read_text())
-    if _abs(calibration.get("runs", a.runs)) != _abs(a.runs):
-        raise SystemExit(f"{cal_path} was fitted on {calibration.get('runs')}, not {a.runs}")
+    calibration = load_calibration(a.calibration, a.runs)
     failed = []
     for k in a.folds:
         cmd = fold_command(calibration, a.runs, a.out, k, a.format, a.quantize)

@@ -483,7 +483,7 @@ def robustness_vs_previous(d, prev) -> list[str]:
            f"_`{ROBUSTNESS_PREVIOUS}`: `{prev.get('command', '?')}` — {prev.get('date', '?')}; same clips, conditions "
            "and seeds. Each cell: bundled / previous._", "",
            "| model | mode | clean UAR % | mean shift UAR % | worst condition UAR % | lowest neutral recall % | "
-           "TTS UAR % / neutral recall % |", "|---|---|---|---|---|---|---|"]
+           "espeak-ng TTS UAR % / neutral recall % |", "|---|---|---|---|---|---|---|"]
     for name, mr in (d.get("models") or {}).items():
         mp = (prev.get("models") or {}).get(name) or {}
         labels = mr.get("labels") or ["neutral"]
@@ -608,6 +608,67 @@ def adaptation_fold_summary(d, name: str) -> list[str]:
 
 def adaptation_clean_summary(d) -> list[str]:
     return adaptation_fold_summary(d, ROBUSTNESS_CLEAN_FOLDS)
+
+
+ROBUSTNESS_TTS_FOLDS = "robustness_tts_folds.json"  # robustness.py --conditions clean (+ TTS sets) on every fold's model
+
+
+def _tts_sets(runs: list[dict]) -> list[tuple[str, str]]:
+    from benchmarks.robustness import TTS_SETS
+
+    return [(k, t["title"]) for k, t in TTS_SETS.items() if all(k in r for r in runs)]
+
+
+def other_voices_folds(d) -> list[str]:
+    """The TTS voices (never trained on by any fold) through every fold's model: per set and model, UAR and neutral
+    recall per adaptation mode, and the mean over the models (the same clips each time: the spread is the models')."""
+    if not d or not d.get("models"):
+        return []
+    import statistics
+
+    from benchmarks.robustness import MODES
+
+    runs = _fold_runs(d)
+    sets = _tts_sets(runs)
+    if not sets:
+        return []
+    out = ["### Other voices through every fold's model", "", _prov(d), "",
+           "The same generated clips through each fold's model (see the every-fold tables above for the files): "
+           "espeak-ng is formant synthesis (robotic), Kokoro-82M neural TTS (natural-sounding; Japanese speakers' "
+           "voice styles reading English). Emotion is rendered by prosody only (rate, pitch, loudness), the same "
+           "profile for both engines. Each cell: UAR % / neutral recall %.", ""]
+    for key, title in sets:
+        modes = [m for m in MODES if all(m in r[key] for r in runs)]
+        out += [f"**{title}** ({runs[0][key][modes[0]]['n']} clips)", "",
+                "| model | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+        for r in runs:
+            out.append(f"| fold {r.get('fold', '?')} (`{Path(r['path']).name}`) | "
+                       + " | ".join(f"{_pct(r[key][m]['uar'])} / {_pct(r[key][m]['recall']['neutral'])}"
+                                    for m in modes) + " |")
+        out.append("| **mean** | " + " | ".join(
+            f"**{_pct(statistics.fmean(r[key][m]['uar'] for r in runs))}** / "
+            f"{_pct(statistics.fmean(r[key][m]['recall']['neutral'] for r in runs))}" for m in modes) + " |")
+        out.append("")
+    return out
+
+
+def other_voices_summary(d) -> list[str]:
+    """README line: the mean over every fold's model of UAR and neutral recall per TTS set (off vs running)."""
+    if not d or not d.get("models"):
+        return []
+    import statistics
+
+    runs = _fold_runs(d)
+    parts = []
+    for key, title in _tts_sets(runs):
+        cells = [f"`{m}` {_pct(statistics.fmean(r[key][m]['uar'] for r in runs))} % (neutral "
+                 f"{statistics.fmean(r[key][m]['recall']['neutral'] for r in runs):.2f})"
+                 for m in ("off", "running", "calibrated") if all(m in r[key] for r in runs)]
+        parts.append(f"{title}: " + ", ".join(cells))
+    if not parts:
+        return []
+    return [f"- Other voices (generated, never trained on; mean over the {len(runs)} folds' models, "
+            f"`{ROBUSTNESS_TTS_FOLDS}`): " + "; ".join(parts) + "."]
 
 
 def calibration_sections(files) -> list[str]:
@@ -748,6 +809,7 @@ def readme_summary() -> list[str]:
     out += robustness_summary(_load("robustness.json"), _load("robustness_no_change_split.json"))
     out += adaptation_clean_summary(_load(ROBUSTNESS_CLEAN_FOLDS))
     out += adaptation_fold_summary(_load(ROBUSTNESS_HARD_FOLDS), ROBUSTNESS_HARD_FOLDS)
+    out += other_voices_summary(_load(ROBUSTNESS_TTS_FOLDS))
     out += calibration_summary(_calibration_files()) + [""]
     return out + [README_END]
 
@@ -794,6 +856,7 @@ def main() -> int:
     lines += robustness_vs_previous(_load("robustness.json"), _load(ROBUSTNESS_PREVIOUS))
     lines += adaptation_clean_folds(_load(ROBUSTNESS_CLEAN_FOLDS))
     lines += adaptation_hard_folds(_load(ROBUSTNESS_HARD_FOLDS))
+    lines += other_voices_folds(_load(ROBUSTNESS_TTS_FOLDS))
     d = _load("shortcuts.json")
     if d is not None:
         from benchmarks.shortcuts import render_markdown as shortcuts_md

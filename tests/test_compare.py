@@ -369,6 +369,28 @@ def test_export_mismatch_is_read_from_the_log(tmp_path):
     assert export_mismatch(log).startswith("x.onnx differs")
 
 
+def test_calibrated_recipe_exports_with_each_folds_calibration(tmp_path):
+    """The bundled model's recipe is exported as the bundled file is (its fold's temperature, threshold, pooling);
+    an export made with other options is redone, not reused."""
+    cal = json.loads((C.RESULTS / C.RECIPE_CALIBRATION["mix"]).read_text())
+    for k in (0, 3):
+        r = next(f for f in cal["folds"] if f["fold"] == k)
+        assert C.export_options("mix", k) == ["--temperature", f"{r['temperature']:.3f}", "--abstain-below",
+                                              f"{r['threshold']['value']:.2f}", "--aggregate", cal["aggregate"]]
+    assert C.export_options("sess", 0) == [] and C.export_options("windowed", 0) == []
+    opts = C.export_options("mix", 0)
+    report, log = tmp_path / "student.export.json", tmp_path / "export.log"
+    assert not C._exported_with(report, log, opts)  # nothing exported yet
+    base = "python -m export --checkpoint ck --format onnx --quantize int8 --out o --name student"
+    report.write_text(json.dumps({"command": base}))  # an earlier export at the exporter's defaults
+    assert C._exported_with(report, log, []) and not C._exported_with(report, log, opts)
+    report.write_text(json.dumps({"command": base + " " + " ".join(opts)}))
+    assert C._exported_with(report, log, opts) and not C._exported_with(report, log, [])
+    report.unlink()  # a failed check writes no report: the log's first line holds the command
+    log.write_text(base + " " + " ".join(opts) + "\nTraceback ...\nExportMismatch: x\n")
+    assert C._exported_with(report, log, opts) and not C._exported_with(report, log, opts[:2])
+
+
 def test_teacher_timing_helpers():
     from benchmarks import teacher_timing as T
 

@@ -131,6 +131,21 @@ def test_metrics_count_missing_events_as_wrong():
     assert m["uar"] == pytest.approx(0.75) and m["wa"] == pytest.approx(4 / 6) and m["n"] == 6
     assert m["no_event"] == 1 and m["split"] == 1 and m["abstained"] == 1
     assert m["confusion"][0] == [1, 0, 0, 0, 1]  # last column: no event
+    assert "selective" not in m and "mean_confidence" not in m  # no confidences given
+
+
+def test_metrics_say_what_abstaining_at_the_models_threshold_would_do():
+    labels = ["neutral", "happy", "angry", "sad"]
+    truth, pred = [0, 0, 1, 2, 3, 3], [0, -1, 2, 2, 1, 0]  # right: clips 0 and 3
+    conf = [0.9, None, 0.95, 0.5, 0.6, 0.8]  # no event: no confidence
+    m = R.metrics(truth, pred, labels, confidence=conf, threshold=0.7)
+    assert m["mean_confidence"] == pytest.approx((0.9 + 0.95 + 0.5 + 0.6 + 0.8) / 5)
+    s = m["selective"]
+    assert s["threshold"] == 0.7 and s["coverage"] == pytest.approx(3 / 6)  # 0.9, 0.95, 0.8 answered
+    assert s["accuracy_answered"] == pytest.approx(1 / 3)  # of those only clip 0 is right
+    assert s["confidently_wrong"] == pytest.approx(2 / 6)  # clips 2 and 5: wrong and answered
+    assert s["errors_caught"] == pytest.approx(2 / 4)  # of the 4 wrong clips, 1 (no event) and 4 are held back
+    assert "selective" not in R.metrics(truth, pred, labels, confidence=conf)  # a model without a threshold
 
 
 class _Ev:
@@ -180,9 +195,11 @@ def test_session_assigns_events_to_clips():
     assert r["preds"] == [1, 3, 0] and r["n_events"] == [1, 2, 1] and r["calibration_speech_s"] == 1.5
     assert m.log[0] == ("stream", "running") and m.log[1][0] == "calibrate" and m.log[2] == ("accept", 6 * SR, SR)
     assert r["merged"] == [False, False, False]
+    assert r["confidence"] == pytest.approx([0.7, max(sc(3, 0.6)[k] * 1.1 + sc(2, 0.9)[k] * 0.4 for k in sc(0))
+                                             / 1.5, 0.7])  # the top of the duration-weighted mean scores
     m2 = _StubModel(events[:1])
     r2 = R.run_session(m2, units, "off-session", support)
-    assert r2["preds"] == [1, -1, -1] and m2.log[0] == ("stream", "off")
+    assert r2["preds"] == [1, -1, -1] and m2.log[0] == ("stream", "off") and r2["confidence"][1:] == [None, None]
     # one event over all three clips (the VAD merged them, e.g. in babble): each clip gets its scores
     r3 = R.run_session(_StubModel([_Ev(0.5, 5.5, sc(2))]), units, "running", support)
     assert r3["preds"] == [2, 2, 2] and r3["merged"] == [True, True, True] and r3["n_events"] == [1, 1, 1]
@@ -265,7 +282,8 @@ def _tiny_onnx(path, test_speakers, adaptive=False):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     info = ModelInfo(labels=("neutral", "happy", "angry", "sad"), sample_rate=16000, n_fft=400, hop_length=160,
                      n_mels=80, window_frames=W, hop_frames=10, first_frames=10, input_shape=(1, 80, W),
-                     name="tiny-random", training={"validation": {"test_speakers": list(test_speakers)}}, **extra)
+                     name="tiny-random", training={"validation": {"test_speakers": list(test_speakers)}},
+                     abstain_below=0.4 if adaptive else 0.0, **extra)
     e = m.metadata_props.add()
     e.key, e.value = METADATA_KEY, info.to_json()
     onnx.save(m, str(path))
@@ -321,6 +339,10 @@ def test_quick_benchmark_end_to_end(tmp_path, speech):
     assert "--conditions clean 'babble 5 dB'" in d["command"]  # shell-quoted: the command can be pasted to re-run
     assert d["tts"]["engine"] == "espeak-ng" and len(d["tts"]["voices"]) == 2 and d["tts"]["clips"] == 8
     assert str(tmp_path / "tts") in d["tts"]["folder"]
+    # the natural-voice set (Kokoro, the .[tts] extra that setup installs): two voices, its own cache folder
+    k = d["tts_kokoro"]
+    assert k["engine"] == "kokoro" and k["voices"] == ["kokoro:jf_alpha", "kokoro:jf_gongitsune"] and k["clips"] == 8
+    assert k["folder"] != d["tts"]["folder"] and "speed" in k["prosody_mapping"] and "tts_unavailable" not in d
     mr = d["models"]["tiny.onnx"]
     assert mr["test_speakers"] == ["Actor_01", "Actor_02"] and mr["clips_per_condition"] == 8
     from benchmarks.common import file_sha256
@@ -335,14 +357,20 @@ def test_quick_benchmark_end_to_end(tmp_path, speech):
         cal = mr["conditions"]["clean"]["calibrated"]["calibration"][spk]
         assert cal["audio_s"] >= 4 and cal["speech_s"] > 1
     assert set(mr["tts"]["calibrated"]["calibration"]) == set(d["tts"]["voices"])
+    assert set(mr["tts_kokoro"]["calibrated"]["calibration"]) == set(k["voices"])
     assert list(mr["conditions"]) == ["clean", "babble 5 dB"]
-    for r in list(mr["conditions"].values()) + [mr["tts"]]:
+    import edgeser
+
+    threshold = edgeser.load(model).info.abstain_below
+    for r in list(mr["conditions"].values()) + [mr["tts"], mr["tts_kokoro"]]:
         for m in mr["modes_run"]:
             x = r[m]
             assert 0 <= x["uar"] <= 1 and 0 <= x["wa"] <= 1 and x["n"] == 8
             assert set(x["recall"]) == {"neutral", "happy", "angry", "sad"}
             assert sum(x["support"].values()) == 8
             assert ("no_event" in x) == (m in R.SESSION_MODES)  # per-clip modes segment each clip alone
+            assert 0.25 <= x["mean_confidence"] <= 1 and x["selective"]["threshold"] == threshold == 0.4
+            assert 0 <= x["selective"]["confidently_wrong"] <= x["selective"]["coverage"] <= 1
         for m in ("off-session", "running", "calibrated"):
             assert r[m]["no_event"] + r[m]["split"] + r[m]["merged"] >= 0 and r[m]["seconds"] > 0
     s = mr["summary"]["off"]
@@ -355,7 +383,16 @@ def test_quick_benchmark_end_to_end(tmp_path, speech):
     img = matplotlib.image.imread(str(png))
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
     md = R.render_markdown(d)
-    assert "babble 5 dB" in md and "TTS voices" in md and "| condition |" in md and "UAR / WA % calibrated" in md
+    assert "babble 5 dB" in md and "| condition |" in md and "UAR / WA % calibrated" in md
+    assert "| TTS voices (espeak-ng) | 8 |" in md and "| TTS voices (Kokoro) | 8 |" in md
+    assert f"TTS voices (Kokoro) UAR {R.pct(mr['tts_kokoro']['off']['uar'])} %" in md  # the summary lines name both sets
+    sel = mr["tts_kokoro"]["running"]["selective"]  # abstaining at the model's threshold, per condition and mode
+    assert "Abstaining at the model's recommended threshold (confidence < 0.40" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| TTS voices (Kokoro) | ") and "conf." in ln)
+    assert f"{R.pct(sel['coverage'])} / {R.pct(sel['accuracy_answered'])} / {R.pct(sel['errors_caught'])}" in row
+    # a set that cannot be generated here is recorded and named in the report, not silently dropped
+    d2 = dict(d, tts_unavailable={"tts_kokoro": "no package"})
+    assert "TTS voices (Kokoro) not run: no package" in R.render_markdown(d2)
     assert d["split_on_change"] is True and mr["runtime_support"]["split_on_change"] is True
 
     # the control run: the session modes with segments of the VAD alone, in a file of its own
@@ -486,3 +523,29 @@ def test_report_every_fold_renders_each_condition():
     assert "`running` vs `off-session`: -37.5 points pooled (per fold -37.5, -37.5)." in md
     lines = RP.adaptation_fold_summary(d, "robustness_hard_folds.json")
     assert [ln.split(" (")[0] for ln in lines] == ["- Adaptation, clean", "- Adaptation, babble 0 dB"]
+
+
+def test_report_other_voices_through_every_fold():
+    """The TTS sets through every fold's model: a row per model, the mean over the models, both engines named; a
+    run without TTS sets renders nothing."""
+    from benchmarks import report as RP
+
+    def tts(uar_off, n_off, uar_run, n_run):
+        return {"off": {"uar": uar_off, "n": 128, "recall": {"neutral": n_off}},
+                "running": {"uar": uar_run, "n": 128, "recall": {"neutral": n_run}}}
+
+    runs = {k: _clean_run(k, {"off": [[4, 0], [0, 4]], "running": [[4, 0], [0, 4]]}) for k in (1, 0)}
+    runs[0].update(tts=tts(0.25, 0.0, 0.5, 0.25), tts_kokoro=tts(0.4, 0.2, 0.3, 0.1))
+    runs[1].update(tts=tts(0.35, 0.5, 0.6, 0.75), tts_kokoro=tts(0.5, 0.4, 0.5, 0.3))
+    d = {"command": "c", "machine": "m", "date": "d", "models": {f"m{k}": r for k, r in runs.items()}}
+    md = "\n".join(RP.other_voices_folds(d))
+    assert "**TTS voices (espeak-ng)** (128 clips)" in md and "**TTS voices (Kokoro)** (128 clips)" in md
+    assert md.index("| fold 0 (`fold0.onnx`) | 25.0 / 0.0 | 50.0 / 25.0 |") < md.index("| fold 1 (`fold1.onnx`)")
+    assert "| **mean** | **30.0** / 25.0 | **55.0** / 50.0 |" in md  # espeak: mean of the two models
+    assert "| **mean** | **45.0** / 30.0 | **40.0** / 20.0 |" in md  # Kokoro
+    line = RP.other_voices_summary(d)[0]
+    assert "TTS voices (espeak-ng): `off` 30.0 % (neutral 0.25), `running` 55.0 % (neutral 0.50)" in line
+    assert "TTS voices (Kokoro): `off` 45.0 % (neutral 0.30)" in line and "2 folds' models" in line
+    for r in runs.values():
+        del r["tts"], r["tts_kokoro"]
+    assert RP.other_voices_folds(d) == [] and RP.other_voices_summary(d) == [] and RP.other_voices_folds(None) == []

