@@ -98,8 +98,9 @@ def student_cv(d, name="student_cv.json") -> list[str]:
 def ablations(files) -> list[str]:
     out = ["## Recipe ablations (same folds, same protocol; one result file each)", "",
            "| result file | command | variant | head | UAR % per fold | mean UAR % | mean WA % | noisy sessions UAR % / "
-           "neutral recall % | ordinary-speech baseline UAR % / neutral recall % (clean; noisy sessions) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "neutral recall % | ordinary-speech baseline UAR % / neutral recall % (clean; noisy sessions) | "
+           "in other voices UAR % / neutral recall % |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for name, d in files:
         for vname, v in d["variants"].items():
             cfg = v["folds"][0]["head_config"]
@@ -112,14 +113,21 @@ def ablations(files) -> list[str]:
             ordinary = f"{_pct(nc['uar'])} / {_pct(nc['neutral_recall'])}" if nc else "–"
             if nc and sv and "uar_neutral_ctx" in sv:
                 ordinary += f"; {_pct(sv['uar_neutral_ctx'])} / {_pct(sv['neutral_recall_neutral_ctx'])}"
+            vv = v.get("voices_val_mean")
+            voices = f"{_pct(vv['uar'])} / {_pct(vv['neutral_recall'])}" if vv else "–"
             out.append(f"| `{name}` | `{d['command']}` | {vname} | {head} | {folds} | {_pct(v['mean_uar'])} | "
-                       f"{_pct(v['mean_wa'])} | {noisy} | {ordinary} |")
+                       f"{_pct(v['mean_wa'])} | {noisy} | {ordinary} | {voices} |")
     notes = [f"- `{name}`: {d['note']}" for name, d in files if d.get("note")]
     if any(v.get("neutral_ctx_mean") for _, d in files for v in d["variants"].values()):
         notes.append("- Ordinary-speech baseline: each held-out clip classified against a mean of only the "
                      "speaker's *other neutral* clips (a session that is mostly ordinary speech, or a baseline pinned "
                      "with `Stream.calibrate`), clean and in the noisy session copies; recorded by `train.student` "
                      "since `--adapt-mix` (older result files lack it).")
+    if any(v.get("voices_val_mean") for _, d in files for v in d["variants"].values()):
+        notes.append("- In other voices: the held-out speakers' clips in the voice copies' pseudo-speakers "
+                     "(`--voices`, `train/voices.py`: formants, pitch and pitch range of each speaker changed with "
+                     "Praat's \"Change gender\", one drawn voice per speaker and copy), with the speaker's statistics; "
+                     "`--validate-voices-only` measures a recipe that never trained on them.")
     return out + ([""] + notes if notes else []) + [""]
 
 
@@ -611,6 +619,8 @@ def adaptation_clean_summary(d) -> list[str]:
 
 
 ROBUSTNESS_TTS_FOLDS = "robustness_tts_folds.json"  # robustness.py --conditions clean (+ TTS sets) on every fold's model
+#: the same for the pseudo-speaker recipe's folds (train.student cv --voices 4; not shipped)
+ROBUSTNESS_TTS_FOLDS_VOICES = "robustness_tts_folds_voices.json"
 
 
 def _tts_sets(runs: list[dict]) -> list[tuple[str, str]]:
@@ -632,9 +642,10 @@ def _mean_over_models(runs: list[dict], key: str, mode: str) -> tuple[float, flo
             statistics.fmean(r[key][mode]["recall"][_neutral(r)] for r in runs))
 
 
-def other_voices_folds(d) -> list[str]:
+def other_voices_folds(d, title: str = "Other voices through every fold's model", note: str = "") -> list[str]:
     """The TTS voices (never trained on by any fold) through every fold's model: per set and model, UAR and neutral
-    recall per adaptation mode, and the mean over the models (the same clips each time: the spread is the models')."""
+    recall per adaptation mode, and the mean over the models (the same clips each time: the spread is the models').
+    ``title``: the section's heading; ``note``: a sentence saying which recipe's models these are."""
     if not d or not d.get("models"):
         return []
     from benchmarks.robustness import MODES
@@ -643,7 +654,7 @@ def other_voices_folds(d) -> list[str]:
     sets = _tts_sets(runs)
     if not sets:
         return []
-    out = ["### Other voices through every fold's model", "", _prov(d), "",
+    out = [f"### {title}", "", _prov(d), "", *([note, ""] if note else []),
            "The same generated clips through each fold's model (see the every-fold tables above for the files): "
            "espeak-ng is formant synthesis (robotic), Kokoro-82M neural TTS (natural-sounding; Japanese speakers' "
            "voice styles reading English). Emotion is rendered by prosody only (rate, pitch, loudness), the same "
@@ -865,6 +876,13 @@ def main() -> int:
     lines += adaptation_clean_folds(_load(ROBUSTNESS_CLEAN_FOLDS))
     lines += adaptation_hard_folds(_load(ROBUSTNESS_HARD_FOLDS))
     lines += other_voices_folds(_load(ROBUSTNESS_TTS_FOLDS))
+    lines += other_voices_folds(
+        _load(ROBUSTNESS_TTS_FOLDS_VOICES), "Other voices: the pseudo-speaker recipe's models (not shipped)",
+        "Each fold's model of `python -m train.student cv ... --voices 4` (the shipped recipe plus 4 voice copies of "
+        "the corpus, `train/voices.py`; `student_cv_adapt_mix_voices.json`), exported as the bundled model is with "
+        "the temperatures of `calibration_adapt_mix_voices.json` (`benchmarks/export_folds.py --runs "
+        "runs/cv_adapt_mix_voices --calibration calibration_adapt_mix_voices.json --out runs/folds_voices`). Compare "
+        "with the shipped recipe's table above: the same clips.")
     d = _load("shortcuts.json")
     if d is not None:
         from benchmarks.shortcuts import render_markdown as shortcuts_md

@@ -399,7 +399,7 @@ def test_teacher_timing_helpers():
     assert json.dumps(T.MINILM) and T.WHISPER_BASE["d_model"] == 512
 
 
-def _cv_file(uar, neutral_ctx=None, sessions=None):
+def _cv_file(uar, neutral_ctx=None, sessions=None, voices=None):
     cfg = {"d_rnn": 32, "n_heads": 4, "d_head": 16, "dropout": 0.5}
     v = {"mean_uar": uar, "mean_wa": uar, "folds": [{"uar": uar, "head_config": cfg}]}
     if neutral_ctx is not None:
@@ -408,6 +408,8 @@ def _cv_file(uar, neutral_ctx=None, sessions=None):
         v["sessions_val_mean"] = {"uar": sessions[0], "neutral_recall": sessions[1]}
         if len(sessions) > 2:
             v["sessions_val_mean"].update(uar_neutral_ctx=sessions[2], neutral_recall_neutral_ctx=sessions[3])
+    if voices is not None:
+        v["voices_val_mean"] = {"uar": voices[0], "uar_off": voices[0] - 0.1, "neutral_recall": voices[1]}
     return {"command": "python -m train.student cv", "variants": {"head": v}}
 
 
@@ -416,11 +418,16 @@ def test_ablations_report_the_ordinary_speech_baseline():
                          ("new.json", _cv_file(0.83, (0.78, 0.64), (0.75, 0.81, 0.67, 0.49)))])
     old = next(ln for ln in lines if ln.startswith("| `old.json`"))
     new = next(ln for ln in lines if ln.startswith("| `new.json`"))
-    assert old.endswith("| 77.0 / 80.0 | – |")  # older files lack the measure: a dash, not a number
-    assert new.endswith("| 75.0 / 81.0 | 78.0 / 64.0; 67.0 / 49.0 |")
+    assert old.endswith("| 77.0 / 80.0 | – | – |")  # older files lack the measures: a dash, not a number
+    assert new.endswith("| 75.0 / 81.0 | 78.0 / 64.0; 67.0 / 49.0 | – |")
     assert all(ln.count("|") == lines[2].count("|") for ln in (old, new))  # as many columns as the header
     assert any("Ordinary-speech baseline" in ln for ln in lines)
     assert not any("Ordinary-speech baseline" in ln for ln in R.ablations([("old.json", _cv_file(0.84))]))
+    assert not any("In other voices" in ln for ln in lines)
+    voiced = R.ablations([("v.json", _cv_file(0.83, voices=(0.72, 0.55)))])
+    row = next(ln for ln in voiced if ln.startswith("| `v.json`"))
+    assert row.endswith("| 83.0 | – | – | 72.0 / 55.0 |") and row.count("|") == voiced[2].count("|")
+    assert any("In other voices" in ln for ln in voiced)
 
 
 def test_robustness_vs_previous_default():

@@ -545,6 +545,11 @@ def test_report_other_voices_through_every_fold():
     assert md.index("| fold 0 (`fold0.onnx`) | 25.0 / 0.0 | 50.0 / 25.0 |") < md.index("| fold 1 (`fold1.onnx`)")
     assert "| **mean** | **30.0** / 25.0 | **55.0** / 50.0 |" in md  # espeak: mean of the two models
     assert "| **mean** | **45.0** / 30.0 | **40.0** / 20.0 |" in md  # Kokoro
+    assert md.startswith("### Other voices through every fold's model")
+    other = RP.other_voices_folds(d, "Other voices: another recipe", "These are recipe X's models.")
+    assert other[0] == "### Other voices: another recipe" and "These are recipe X's models." in other
+    tables = md[md.index("The same generated clips"):]
+    assert "\n".join(other).endswith(tables)  # the same tables under another heading and note
     line = RP.other_voices_summary(d)[0]
     assert "TTS voices (espeak-ng): `off` 30.0 % (neutral 0.25), `running` 55.0 % (neutral 0.50)" in line
     assert "TTS voices (Kokoro): `off` 45.0 % (neutral 0.30)" in line and "2 folds' models" in line

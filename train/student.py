@@ -90,11 +90,16 @@ def session_cache_path(encoder: str, k: int) -> Path:
     return cache_path(encoder, 0).parent / f"session{k}.npz"
 
 
+def voice_cache_path(encoder: str, k: int) -> Path:
+    return cache_path(encoder, 0).parent / f"voice{k}.npz"
+
+
 def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None, tap: int | None = None,
-          sessions: int = 0) -> None:
+          sessions: int = 0, voices: int = 0) -> None:
     """Cache pooled encoder states of every runtime window: copy 0 clean, copies 1.. augmented (seeded); and
     ``sessions`` session copies (:mod:`train.babble`: each speaker's clips all under one drawn condition -- babble,
-    cafe or stationary noise at 0-15 dB SNR, sometimes reverberant -- with fresh noise per clip).
+    cafe or stationary noise at 0-15 dB SNR, sometimes reverberant -- with fresh noise per clip); and ``voices``
+    voice copies (:mod:`train.voices`: each speaker's clips all in one drawn pseudo-speaker's voice, clean).
 
     With ``tap`` = k, also keep hidden state k unpooled (the input of encoder layer k): fine-tuning the layers
     above k then needs no pass through the frozen layers below.
@@ -107,7 +112,22 @@ def embed(encoder: str, copies: int, seed: int = 0, limit: int | None = None, ta
         aug = Augmenter(p=0.9, seed=seed * 1000 + c) if c else None
         _embed_copy(model, clips, cache_path(encoder, c, tap), f"embed {encoder} copy {c}",
                     (lambda x, clip: aug(x)) if aug is not None else None, tap)
-    if not sessions or tap is not None:
+    if tap is not None:
+        return
+    if voices:
+        from .voices import change_voice, speaker_voice
+
+        for k in range(voices):
+            drawn: dict[str, dict] = {}
+
+            def in_voice(x, clip, k=k, drawn=drawn):
+                v = speaker_voice(seed, k, clip.speaker)
+                drawn[clip.speaker] = v.to_dict()
+                return change_voice(x, v)
+
+            _embed_copy(model, clips, voice_cache_path(encoder, k), f"embed {encoder} voice copy {k}", in_voice,
+                        extra=lambda drawn=drawn: {"voices": np.asarray(json.dumps(drawn))})
+    if not sessions:
         return
     from .babble import apply_session, session_condition, talker_streams
 
@@ -161,11 +181,12 @@ def _embed_copy(model, clips, out: Path, desc: str, transform=None, tap: int | N
     print(f"wrote {out} ({sum(len(e) for e in embs)} windows)")
 
 
-def load_cache(encoder: str, copies: int, sessions: int = 0):
+def load_cache(encoder: str, copies: int, sessions: int = 0, voices: int = 0):
     """[(windows [W, N, T, D] float16, owning clip [W])] of the ``copies`` copies, then the ``sessions`` session
-    copies."""
+    copies, then the ``voices`` voice copies."""
     data = []
-    for p in [cache_path(encoder, c) for c in range(copies)] + [session_cache_path(encoder, k) for k in range(sessions)]:
+    for p in ([cache_path(encoder, c) for c in range(copies)] + [session_cache_path(encoder, k) for k in range(sessions)]
+              + [voice_cache_path(encoder, k) for k in range(voices)]):
         z = np.load(p)
         data.append((z["emb"], z["clip"]))
     return data
@@ -291,10 +312,19 @@ class AdaptSampler:
         return (total / (self.prior + len(pool))).astype(np.float32)
 
 
+def trained_copies(copies: int, sessions: int = 0, voices: int = 0, train_sessions: bool = True,
+                   train_voices: bool = True) -> np.ndarray:
+    """Indices into :func:`load_cache`'s list (copies, then session copies, then voice copies) of the copies the head
+    trains on: all ordinary copies, the session / voice copies unless they are only validated on."""
+    return np.asarray(list(range(copies)) + (list(range(copies, copies + sessions)) if train_sessions else [])
+                      + (list(range(copies + sessions, copies + sessions + voices)) if train_voices else []), int)
+
+
 def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, seed: int = 0,
         batch: int = 64, lr: float = 1e-3, weight_decay: float = 0.05, head_args: dict | None = None,
         teachers: list[str] | None = None, kd_weight: float = 0.5, kd_temperature: float = 2.0,
-        sessions: int = 0, train_sessions: bool = True, adapt_mix: float = 0.0) -> dict:
+        sessions: int = 0, train_sessions: bool = True, adapt_mix: float = 0.0, voices: int = 0,
+        train_voices: bool = True) -> dict:
     """Train the head on the training actors of ``fold``; validate clip-level on its held-out actors.
 
     ``teachers``: distil from these teachers' per-clip logits (ensemble soft labels at ``kd_temperature``):
@@ -308,6 +338,9 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     training windows whose adaptation mean has a random neutral share (:class:`AdaptSampler` ``mix``); adaptive
     heads also report ``uar_neutral_ctx`` / ``recall_neutral_ctx``: each clip against a mean of only the speaker's
     other neutral clips (a session of ordinary speech, or a baseline pinned with ``Stream.calibrate``).
+    ``voices``: also train on that many voice copies (pseudo-speakers, :mod:`train.voices`); validation then also
+    reports the held-out speakers in each copy's voices (``voices_val``); ``train_voices=False`` only validates on
+    them (the baseline).
     """
     import torch
     from tqdm import tqdm
@@ -317,7 +350,7 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     clips, test_speakers, y_clip, is_train = fold_split(fold)
-    data = load_cache(encoder, copies, sessions)
+    data = load_cache(encoder, copies, sessions, voices)
     d = data[0][0].shape
     cfg = CTARNNConfig(n_channels=d[1], d_in=d[3], n_classes=len(LABELS4), **(head_args or {}))
     head = CTARNN(cfg)
@@ -327,8 +360,9 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
                                mix=adapt_mix, neutral=LABELS4.index("neutral"))
         head.ref_mean.copy_(torch.from_numpy(sampler.ref_mean))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    pool, labels, w = balanced_pool([owner for _, owner in data[: len(data) if train_sessions else copies]], y_clip,
-                                    is_train)
+    trained = trained_copies(copies, sessions, voices, train_sessions, train_voices)
+    pool, labels, w = balanced_pool([data[i][1] for i in trained], y_clip, is_train)
+    pool[:, 0] = trained[pool[:, 0]]  # index into data
     soft = None
     if teachers:
         from .losses import kd_loss
@@ -406,9 +440,16 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
                                            **({"uar_off": o["uar"], "recall_off": o["recall"],
                                                "uar_neutral_ctx": nc["uar"], "recall_neutral_ctx": nc["recall"]}
                                               if o else {})})
+    if voices:
+        report["voices_val"] = []
+        for k in range(voices):
+            r, o, _ = validate(copies + sessions + k)
+            report["voices_val"].append({"uar": r["uar"], "recall": r["recall"],
+                                         **({"uar_off": o["uar"], "recall_off": o["recall"]} if o else {})})
     result = {
         "model": "cta_rnn_student", "encoder": f"whisper-{encoder}", "fold": fold,
-        "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "sessions": sessions,
+        "test_speakers": test_speakers, "epochs": epochs, "copies": copies, "sessions": sessions, "voices": voices,
+        "train_voices": bool(voices and train_voices),
         "train_sessions": bool(sessions and train_sessions), "seed": seed, "adapt_mix": adapt_mix,
         "train_seconds": round(train_seconds, 1), "device": f"cpu ({platform.processor() or platform.machine()})",
         "head_config": cfg.to_dict(), **report,
@@ -445,6 +486,10 @@ def main(argv=None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--sessions", type=int, default=0,
                        help="session copies: each speaker's clips under one babble/cafe/noise condition (train.babble)")
+        p.add_argument("--voices", type=int, default=0,
+                       help="voice copies: each speaker's clips in one drawn pseudo-speaker's voice (train.voices)")
+        p.add_argument("--validate-voices-only", action="store_true",
+                       help="do not train on the voice copies, only validate on them (a baseline)")
         p.add_argument("--validate-sessions-only", action="store_true",
                        help="do not train on the session copies, only validate on them (a baseline)")
         if name == "embed":
@@ -478,17 +523,17 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(int(os.environ.get("EDGESER_THREADS", os.cpu_count() or 1)))
     if a.cmd == "embed":
-        embed(a.encoder, a.copies, a.seed, a.limit, a.tap, sessions=a.sessions)
+        embed(a.encoder, a.copies, a.seed, a.limit, a.tap, sessions=a.sessions, voices=a.voices)
     elif a.cmd == "finetune":
         embed(a.encoder, a.copies, a.seed, tap=a.tap)
         finetune(a.encoder, a.fold, a.copies, a.epochs, a.out, a.init, a.tap, a.seed)
     elif a.cmd == "fit":
-        embed(a.encoder, a.copies, a.seed, sessions=a.sessions)
+        embed(a.encoder, a.copies, a.seed, sessions=a.sessions, voices=a.voices)
         fit(a.encoder, a.fold, a.copies, a.epochs, a.out, a.seed, weight_decay=a.weight_decay,
             head_args=json.loads(a.head_args), sessions=a.sessions, train_sessions=not a.validate_sessions_only,
-            adapt_mix=a.adapt_mix, **_kd_args(a))
+            adapt_mix=a.adapt_mix, voices=a.voices, train_voices=not a.validate_voices_only, **_kd_args(a))
     else:
-        embed(a.encoder, a.copies, a.seed, sessions=a.sessions)
+        embed(a.encoder, a.copies, a.seed, sessions=a.sessions, voices=a.voices)
         if a.finetune_tap is not None:
             embed(a.encoder, a.copies, a.seed, tap=a.finetune_tap)
         recs, ft_recs = [], []
@@ -496,7 +541,9 @@ def main(argv=None) -> int:
             run = a.runs / f"fold{f}"
             recs.append(fit(a.encoder, f, a.copies, a.epochs, run, a.seed, weight_decay=a.weight_decay,
                             head_args=json.loads(a.head_args), sessions=a.sessions,
-                            train_sessions=not a.validate_sessions_only, adapt_mix=a.adapt_mix, **_kd_args(a)))
+                            train_sessions=not a.validate_sessions_only, adapt_mix=a.adapt_mix, voices=a.voices,
+                            train_voices=not a.validate_voices_only,
+                            **_kd_args(a)))
             if a.finetune_tap is not None:
                 ft_recs.append(finetune(a.encoder, f, a.copies, a.finetune_epochs, run / "finetune",
                                         run / "student.pt", a.finetune_tap, a.seed))
@@ -529,6 +576,12 @@ def main(argv=None) -> int:
                             np.mean([s_["uar_neutral_ctx"] for s_ in sv]))
                         summary["variants"][name]["sessions_val_mean"]["neutral_recall_neutral_ctx"] = float(
                             np.mean([s_["recall_neutral_ctx"]["neutral"] for s_ in sv]))
+                if rs[0].get("voices_val"):
+                    vv = [v_ for r in rs for v_ in r["voices_val"]]
+                    summary["variants"][name]["voices_val_mean"] = {
+                        k: float(np.mean([v_[k] for v_ in vv])) for k in ("uar", "uar_off") if k in vv[0]}
+                    summary["variants"][name]["voices_val_mean"]["neutral_recall"] = float(
+                        np.mean([v_["recall"]["neutral"] for v_ in vv]))
         a.results.parent.mkdir(parents=True, exist_ok=True)
         a.results.write_text(json.dumps(summary, indent=1))
         for name, v in summary["variants"].items():
