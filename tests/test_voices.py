@@ -62,6 +62,14 @@ def test_identity_voice_and_silence_pass_through():
     assert median_pitch(quiet) is None
 
 
+def test_bad_voices_and_audio_are_refused():
+    for bad in ({"formant_ratio": 0.0}, {"pitch_factor": -1.0}, {"range_factor": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Voice(**bad)
+    with pytest.raises(ValueError, match="mono"):
+        change_voice(np.zeros((2, SR), np.float32), Voice(pitch_factor=1.2))
+
+
 def test_speaker_voices_are_fixed_by_seed_copy_and_speaker():
     a = speaker_voice(0, 0, "Actor_01")
     assert a == speaker_voice(0, 0, "Actor_01")  # the same for every clip of the speaker, in any order
@@ -83,3 +91,19 @@ def test_trained_copies_index_the_cache_list():
     assert trained_copies(4, 2, 3, train_voices=False).tolist() == [0, 1, 2, 3, 4, 5]
     assert trained_copies(4, 2, 3, train_sessions=False, train_voices=False).tolist() == [0, 1, 2, 3]
     assert trained_copies(1).tolist() == [0]
+
+
+def test_copies_val_mean_averages_every_fold_s_copies():
+    from train.student import copies_val_mean
+
+    def val(uar, neutral, ctx=None):
+        v = {"uar": uar, "uar_off": uar - 0.1, "recall": {"neutral": neutral}}
+        if ctx is not None:
+            v.update(uar_neutral_ctx=ctx, recall_neutral_ctx={"neutral": ctx / 2})
+        return v
+
+    recs = [{"voices_val": [val(0.8, 0.9), val(0.6, 0.7)]}, {"voices_val": [val(0.7, 0.5), val(0.5, 0.3)]}]
+    assert copies_val_mean(recs, "voices_val") == pytest.approx({"uar": 0.65, "uar_off": 0.55, "neutral_recall": 0.6})
+    sess = [{"sessions_val": [val(0.8, 0.9, 0.6)]}, {"sessions_val": [val(0.6, 0.5, 0.4)]}]
+    assert copies_val_mean(sess, "sessions_val") == pytest.approx(
+        {"uar": 0.7, "uar_off": 0.6, "neutral_recall": 0.7, "uar_neutral_ctx": 0.5, "neutral_recall_neutral_ctx": 0.25})

@@ -470,6 +470,18 @@ def fit(encoder: str, fold: int, copies: int, epochs: int, out: Path | None, see
     return result
 
 
+def copies_val_mean(recs: list[dict], key: str) -> dict:
+    """Mean over every fold's ``key`` validations (``sessions_val`` / ``voices_val``: one per session or voice copy):
+    UAR, neutral recall, and those without adaptation and against the ordinary-speech baseline where recorded."""
+    vals = [v for r in recs for v in r[key]]
+    out = {k: float(np.mean([v[k] for v in vals])) for k in ("uar", "uar_off") if k in vals[0]}
+    out["neutral_recall"] = float(np.mean([v["recall"]["neutral"] for v in vals]))
+    if "uar_neutral_ctx" in vals[0]:
+        out["uar_neutral_ctx"] = float(np.mean([v["uar_neutral_ctx"] for v in vals]))
+        out["neutral_recall_neutral_ctx"] = float(np.mean([v["recall_neutral_ctx"]["neutral"] for v in vals]))
+    return out
+
+
 def _kd_args(a) -> dict:
     if not getattr(a, "teachers", None):
         return {}
@@ -486,10 +498,6 @@ def main(argv=None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--sessions", type=int, default=0,
                        help="session copies: each speaker's clips under one babble/cafe/noise condition (train.babble)")
-        p.add_argument("--voices", type=int, default=0,
-                       help="voice copies: each speaker's clips in one drawn pseudo-speaker's voice (train.voices)")
-        p.add_argument("--validate-voices-only", action="store_true",
-                       help="do not train on the voice copies, only validate on them (a baseline)")
         p.add_argument("--validate-sessions-only", action="store_true",
                        help="do not train on the session copies, only validate on them (a baseline)")
         if name == "embed":
@@ -503,7 +511,12 @@ def main(argv=None) -> int:
                            help="distil from these teachers' logits, e.g. mmer-full,gmp_atl-full (benchmarks/results/teacher_logits)")
             p.add_argument("--kd-weight", type=float, default=0.5)
             p.add_argument("--kd-temperature", type=float, default=2.0)
+        if name != "finetune":
+            p.add_argument("--voices", type=int, default=0,
+                           help="voice copies: each speaker's clips in one drawn pseudo-speaker's voice (train.voices)")
         if name in ("fit", "cv"):
+            p.add_argument("--validate-voices-only", action="store_true",
+                           help="do not train on the voice copies, only validate on them (a baseline)")
             p.add_argument("--adapt-mix", type=float, default=0.0,
                            help="adaptive heads: share of training windows whose adaptation mean has a random "
                                 "neutral share (sessions of mostly ordinary speech); 0 = the speaker's training mix")
@@ -565,23 +578,9 @@ def main(argv=None) -> int:
                     summary["variants"][name]["neutral_ctx_mean"] = {
                         "uar": float(np.mean([r["uar_neutral_ctx"] for r in rs])),
                         "neutral_recall": float(np.mean([r["recall_neutral_ctx"]["neutral"] for r in rs]))}
-                if rs[0].get("sessions_val"):
-                    sv = [s_ for r in rs for s_ in r["sessions_val"]]
-                    summary["variants"][name]["sessions_val_mean"] = {
-                        k: float(np.mean([s_[k] for s_ in sv])) for k in ("uar", "uar_off") if k in sv[0]}
-                    summary["variants"][name]["sessions_val_mean"]["neutral_recall"] = float(
-                        np.mean([s_["recall"]["neutral"] for s_ in sv]))
-                    if "uar_neutral_ctx" in sv[0]:
-                        summary["variants"][name]["sessions_val_mean"]["uar_neutral_ctx"] = float(
-                            np.mean([s_["uar_neutral_ctx"] for s_ in sv]))
-                        summary["variants"][name]["sessions_val_mean"]["neutral_recall_neutral_ctx"] = float(
-                            np.mean([s_["recall_neutral_ctx"]["neutral"] for s_ in sv]))
-                if rs[0].get("voices_val"):
-                    vv = [v_ for r in rs for v_ in r["voices_val"]]
-                    summary["variants"][name]["voices_val_mean"] = {
-                        k: float(np.mean([v_[k] for v_ in vv])) for k in ("uar", "uar_off") if k in vv[0]}
-                    summary["variants"][name]["voices_val_mean"]["neutral_recall"] = float(
-                        np.mean([v_["recall"]["neutral"] for v_ in vv]))
+                for key in ("sessions_val", "voices_val"):
+                    if rs[0].get(key):
+                        summary["variants"][name][f"{key}_mean"] = copies_val_mean(rs, key)
         a.results.parent.mkdir(parents=True, exist_ok=True)
         a.results.write_text(json.dumps(summary, indent=1))
         for name, v in summary["variants"].items():

@@ -38,6 +38,11 @@ class Voice:
     pitch_factor: float = 1.0
     range_factor: float = 1.0
 
+    def __post_init__(self):
+        for name, v in self.to_dict().items():
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"Voice.{name} must be a positive number, got {v!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -76,6 +81,8 @@ def change_voice(x: np.ndarray, voice: Voice, sample_rate: int = SAMPLE_RATE) ->
     from parselmouth.praat import call
 
     x = np.asarray(x, np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"change_voice takes mono audio (1-D), got shape {x.shape}")
     if voice == Voice() or len(x) == 0:
         return x.copy()
     med = median_pitch(x, sample_rate)
@@ -87,9 +94,6 @@ def change_voice(x: np.ndarray, voice: Voice, sample_rate: int = SAMPLE_RATE) ->
         warnings.simplefilter("ignore", parselmouth.PraatWarning)
         out = call(sound, "Change gender", PITCH_FLOOR, PITCH_CEILING, voice.formant_ratio, new_median,
                    voice.range_factor, 1.0)
-    if int(round(out.sampling_frequency)) != sample_rate:
-        out = call(out, "Resample", float(sample_rate), 50)
-    y = out.values[0].astype(np.float32)
-    y = y[: len(x)] if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)))
+    y = out.values[0].astype(np.float32)  # Praat keeps the sampling frequency and the length (duration factor 1)
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     return y * (0.99 / peak) if peak > 0.99 else y
