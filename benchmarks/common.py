@@ -68,3 +68,11 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def ravdess_held_out(info) -> list[str]:
+    """The RAVDESS actors (bare ids, ``Actor_03``) a model's metadata lists as held out from its training; pooled
+    models list speakers of every corpus prefixed with the corpus (``ravdess:Actor_03``)."""
+    spk = (info.training or {}).get("validation", {}).get("test_speakers") or []
+    return sorted(s.split(":", 1)[1] if s.startswith("ravdess:") else s for s in spk
+                  if s.startswith("ravdess:") or ":" not in s)

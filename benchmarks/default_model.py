@@ -24,14 +24,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import peak_rss_mib, write_result  # noqa: E402
+from benchmarks.common import peak_rss_mib, ravdess_held_out, write_result  # noqa: E402
 
 
 def _clips(info):
     import csv
 
     root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess"
-    held = set(info.training["validation"]["test_speakers"])
+    from benchmarks.common import ravdess_held_out
+
+    held = set(ravdess_held_out(info))
     rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if r["speaker"] in held and r["emotion"] in info.labels]
     return root, rows
 
@@ -181,7 +183,7 @@ def main(argv=None) -> int:
               f"session UAR {rec.get('accuracy_session', {}).get('uar')}",
               f"final {rec['live']['final_after_speech_end_s']}", flush=True)
     # robustness under recording-condition shifts, with and without adaptation: benchmarks/robustness.py
-    out["validation_speakers"] = m.info.training["validation"]["test_speakers"]
+    out["validation_speakers"] = ravdess_held_out(m.info)
     out["peak_rss_mib"] = peak_rss_mib()
     import tempfile
 

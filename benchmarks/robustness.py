@@ -813,7 +813,9 @@ def _test_speakers(model, fold: int | None, rows: list[dict]) -> list[str]:
 
         clips = [Clip(r["path"], r["speaker"], r["emotion"], gender_of(r["speaker"])) for r in rows]
         return speaker_folds(clips)[fold]
-    spk = (model.info.training or {}).get("validation", {}).get("test_speakers")
+    from benchmarks.common import ravdess_held_out
+
+    spk = ravdess_held_out(model.info)
     if not spk:
         raise SystemExit(f"{model.path}: no training.validation.test_speakers in its metadata; give --folds")
     return list(spk)

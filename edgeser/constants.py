@@ -11,3 +11,4 @@ N_MELS = 80
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100
 LOG_FLOOR = 1e-10  # power floor before log10, as Whisper
 DYNAMIC_RANGE = 8.0  # log10 units kept below the window maximum (80 dB), as Whisper
+LEVEL_PEAK = 1.0  # log10-mel peak a level-normalised window is moved to (speech at about -24 dBFS RMS)

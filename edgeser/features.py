@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .constants import DYNAMIC_RANGE, HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE
+from .constants import DYNAMIC_RANGE, HOP_LENGTH, LEVEL_PEAK, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE
 from .errors import AudioError
 
 PAD = N_FFT // 2  # centre padding of the STFT
@@ -94,9 +94,13 @@ def log_mel(x: np.ndarray) -> np.ndarray:
     return _frames_to_logmel(padded, x.size // HOP_LENGTH)
 
 
-def whisper_normalize(logmel: np.ndarray) -> np.ndarray:
-    """Whisper's normalisation of a log-mel window (numpy reference of what the model graph does)."""
-    m = np.maximum(logmel, logmel.max() - DYNAMIC_RANGE)
+def whisper_normalize(logmel: np.ndarray, level_norm: bool = False) -> np.ndarray:
+    """Whisper's normalisation of a log-mel window (numpy reference of what the model graph does); ``level_norm``
+    first moves the window's peak to ``LEVEL_PEAK``, so that a recording's gain does not change the result."""
+    peak = logmel.max()
+    m = np.maximum(logmel, peak - DYNAMIC_RANGE)
+    if level_norm:
+        m = m - peak + LEVEL_PEAK
     return ((m + 4.0) / 4.0).astype(np.float32)
 
 

@@ -114,13 +114,25 @@ class SileroVad:
     session:
         an ``onnxruntime.InferenceSession`` of the model to share (the VAD's state lives in this object, not in the
         session, so many streams can share one; :func:`load_silero_session` makes one).
+    max_gain_db:
+        automatic gain of the VAD's input: the recording is raised or lowered, by at most this much, so that its
+        recent loudest frame sits at ``target_rms`` whatever the microphone's distance or level. The envelope
+        follows a louder frame at once and decays by ``decay_db_per_s``. 0 disables it. The emotion model is not
+        affected (its front end normalises each window's level itself).
     """
 
     frame_samples = 512
     context_samples = 64
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_path=None, *, threads: int = 1, session=None):
+    def __init__(self, model_path=None, *, threads: int = 1, session=None, max_gain_db: float = 30.0,
+                 target_rms: float = 0.05, decay_db_per_s: float = 3.0):
+        for name, v in (("max_gain_db", max_gain_db), ("target_rms", target_rms), ("decay_db_per_s", decay_db_per_s)):
+            if not np.isfinite(v) or v < 0 or (name == "target_rms" and v == 0):
+                raise ValueError(f"{name} must be a finite non-negative number (target_rms > 0), got {v!r}")
+        self._max_gain = float(10 ** (max_gain_db / 20))
+        self._target = float(target_rms)
+        self._decay = float(10 ** (-decay_db_per_s * self.frame_samples / SAMPLE_RATE / 20))
         path = Path(model_path) if model_path is not None else SILERO_MODEL_PATH
         self._session = session if session is not None else load_silero_session(path, threads)
         names_in = {i.name for i in self._session.get_inputs()}
@@ -137,7 +149,12 @@ class SileroVad:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._context = np.zeros(self.context_samples, dtype=np.float32)
         self._framer.reset()
+        self._envelope = 0.0  # recent loudest frame RMS (input scale) for the automatic gain
         self.frames_done = 0
+
+    def _gain(self, frame: np.ndarray) -> float:
+        self._envelope = max(float(np.sqrt(np.mean(np.square(frame, dtype=np.float64)))), self._envelope * self._decay)
+        return min(max(self._target / max(self._envelope, 1e-12), 1.0 / self._max_gain), self._max_gain)
 
     def accept(self, x) -> np.ndarray:
         """Feed 16 kHz mono samples; return the speech probabilities (float32, in [0, 1]) of the frames completed."""
@@ -145,6 +162,8 @@ class SileroVad:
         out = np.empty(len(frames), dtype=np.float32)
         inp = np.empty((1, self.context_samples + self.frame_samples), dtype=np.float32)
         for k, frame in enumerate(frames):
+            if self._max_gain != 1.0:
+                frame = frame * np.float32(self._gain(frame))
             inp[0, : self.context_samples] = self._context
             inp[0, self.context_samples :] = frame
             prob, self._state = self._session.run(None, {"input": inp, "state": self._state, "sr": self._sr})

@@ -20,7 +20,8 @@ def build_from_checkpoint(ck: dict, *, name: str, version: str, quantization: st
     from train.student import stream_info
 
     cfg = CTARNNConfig(**ck["config"])
-    enc, _ = whisper_encoder(ck["encoder"], ck["window_frames"])
+    # a head on the first k hidden states needs only the encoder's first k - 1 layers
+    enc, _ = whisper_encoder(ck["encoder"], ck["window_frames"], n_layers=cfg.n_channels - 1)
     if ck.get("encoder_state"):  # fine-tuned top layers (LP-FT); the rest stays the packaged pretrained weights
         missing = set(ck["encoder_state"]) - set(enc.state_dict())
         if missing:
@@ -48,12 +49,15 @@ def build_from_checkpoint(ck: dict, *, name: str, version: str, quantization: st
         }
     info = stream_info(**extra,
         labels=tuple(ck["labels"]), name=name, version=version, quantization=quantization,
-        backbone=(f"whisper-{ck['encoder']} encoder (all {cfg.n_channels} hidden states"
-                  f"{', top layers fine-tuned' if ck.get('encoder_state') else ', frozen'}) + CTA-RNN head"),
+        backbone=(("level-normalised log-mel -> " if cfg.level_norm else "")
+                  + f"whisper-{ck['encoder']} encoder ({cfg.n_channels} hidden states"
+                  f"{', top layers fine-tuned' if ck.get('encoder_state') else ', frozen'}) + "
+                  + ("statistics-pooling channel-attention head" if cfg.pooling == "stats" else "CTA-RNN head")),
         training={
-            "data": "RAVDESS speech, actors 01-20 minus the held-out validation actors, 4 classes",
-            "licence": LICENCE,
-            "validation": {k: val[k] for k in ("uar", "wa", "macro_f1", "recall", "confusion", "test_speakers", "n")},
+            **(ck.get("training") or {"data": "RAVDESS speech, actors 01-20 minus the held-out validation actors, "
+                                              "4 classes", "licence": LICENCE}),
+            "validation": {k: val[k] for k in ("uar", "wa", "macro_f1", "recall", "confusion", "test_speakers", "n",
+                                               "per_corpus") if k in val},
             "command": ck.get("command", ""),
         },
     )

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from edgeser.constants import LEVEL_PEAK
+
 
 @dataclass(frozen=True)
 class CTARNNConfig:
@@ -41,6 +43,14 @@ class CTARNNConfig:
     adapt: bool = False
     adapt_prior: float = 8.0  # weight of ref_mean, in windows (the warm-up: 8 windows = 4 s of speech)
     adapt_decay: float = 0.995  # per window (0.5 s): the statistics' memory is ~1 / (1 - decay) windows (100 s)
+    # front end: move each window's log-mel peak to LEVEL_PEAK before Whisper's normalisation, so that the gain of
+    # the recording (microphone distance, input level) cancels out of everything the encoder sees
+    level_norm: bool = False
+    # "rnn": per-channel BiGRUs + channel/temporal attention (the paper's head); "stats": each channel's mean and
+    # standard deviation over the window's frames + multi-head attention over channels + an MLP (d_hidden units)
+    pooling: str = "rnn"
+    d_hidden: int = 128
+    n_aux: int = 0  # auxiliary regression outputs trained beside the classes (arousal, valence); not exported
 
     @classmethod
     def paper(cls, n_channels: int = 12, d_in: int = 512, n_classes: int = 4) -> "CTARNNConfig":
@@ -147,12 +157,27 @@ class CTARNN(nn.Module):
     def __init__(self, cfg: CTARNNConfig):
         super().__init__()
         self.cfg = cfg
-        self.norm = nn.LayerNorm(cfg.d_in)
-        self.rnns = ChannelRNNs(cfg.n_channels, cfg.d_in, cfg.d_rnn, cfg.rnn_layers, cfg.bidirectional, cfg.dropout)
         d_h = cfg.d_rnn * (2 if cfg.bidirectional else 1)
-        self.attn = ChannelTemporalAttention(d_h, cfg.n_heads, cfg.d_head)
         self.drop = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.n_classes)
+        if cfg.pooling not in ("rnn", "stats"):
+            raise ValueError(f"pooling must be 'rnn' or 'stats', got {cfg.pooling!r}")
+        if cfg.pooling == "rnn":
+            self.norm = nn.LayerNorm(cfg.d_in)
+            self.rnns = ChannelRNNs(cfg.n_channels, cfg.d_in, cfg.d_rnn, cfg.rnn_layers, cfg.bidirectional,
+                                    cfg.dropout)
+            self.attn = ChannelTemporalAttention(d_h, cfg.n_heads, cfg.d_head)
+            self.out = nn.Linear(cfg.n_heads * cfg.d_head, cfg.n_classes)
+            d_vec = cfg.n_heads * cfg.d_head
+        else:
+            self.stat_norm = nn.LayerNorm(2 * cfg.d_in)
+            self.k_c = nn.Linear(2 * cfg.d_in, cfg.n_heads * cfg.d_head)
+            self.q_c = nn.Parameter(torch.randn(cfg.n_heads, cfg.d_head) / math.sqrt(cfg.d_head))
+            self.v = nn.Linear(2 * cfg.d_in, cfg.n_heads * cfg.d_head)
+            self.hidden = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_hidden)
+            self.out = nn.Linear(cfg.d_hidden, cfg.n_classes)
+            d_vec = cfg.d_hidden
+        if cfg.n_aux:
+            self.aux = nn.Linear(d_vec, cfg.n_aux)
         if cfg.adapt:
             self.register_buffer("ref_mean", torch.zeros(cfg.n_channels, cfg.d_in))
 
@@ -164,23 +189,47 @@ class CTARNN(nn.Module):
         b, n, t, d = e.shape
         return e[:, :, : t - t % p].reshape(b, n, t // p, p, d).mean(dim=3)
 
-    def forward(self, e: torch.Tensor, pooled: bool = False, mu: torch.Tensor | None = None) -> torch.Tensor:
-        """``e`` [B, N, T, D]; ``mu`` [B, N, D]: the adaptation mean to subtract (adaptive heads; default: ref_mean)."""
+    def forward(self, e: torch.Tensor, pooled: bool = False, mu: torch.Tensor | None = None,
+                with_aux: bool = False):
+        """``e`` [B, N, T, D]; ``mu`` [B, N, D]: the adaptation mean to subtract (adaptive heads; default: ref_mean).
+        ``with_aux``: return ``(logits, aux)`` (the auxiliary regression outputs, heads with ``n_aux``)."""
         if not pooled:
             e = self.pool(e)
+        if self.cfg.pooling == "stats":
+            return self.from_stats(e.mean(dim=2), torch.sqrt(e.var(dim=2, unbiased=False) + 1e-5), mu, with_aux)
         if self.cfg.adapt:
             e = e - (self.ref_mean.unsqueeze(0) if mu is None else mu).unsqueeze(2)
         if self.cfg.time_norm:  # per-window mean/variance normalisation over time (speaker/channel offsets)
             e = (e - e.mean(dim=2, keepdim=True)) / torch.sqrt(e.var(dim=2, keepdim=True, unbiased=False) + 1e-5)
         h = self.rnns(self.norm(e))
         v, _ = self.attn(h)
-        return self.out(self.drop(v))
+        logits = self.out(self.drop(v))
+        return (logits, self.aux(v)) if with_aux else logits
+
+    def from_stats(self, mean: torch.Tensor, std: torch.Tensor, mu: torch.Tensor | None = None,
+                   with_aux: bool = False):
+        """The "stats" head on each channel's mean and std over the window's frames (``mean``, ``std``: [B, N, D]);
+        adaptation shifts the means only (subtracting mu from every frame leaves the std unchanged)."""
+        if self.cfg.adapt:
+            mean = mean - (self.ref_mean.unsqueeze(0) if mu is None else mu)
+        s = self.stat_norm(torch.cat([mean, std], dim=-1))  # [B, N, 2D]
+        b, n, _ = s.shape
+        nh, da = self.cfg.n_heads, self.cfg.d_head
+        a = torch.softmax((self.k_c(s).reshape(b, n, nh, da) * self.q_c).sum(-1) / math.sqrt(da), dim=1)  # [B, N, H]
+        v = (self.v(s).reshape(b, n, nh, da) * a.unsqueeze(-1)).sum(dim=1).reshape(b, nh * da)
+        h = self.drop(torch.nn.functional.gelu(self.hidden(self.drop(v))))
+        logits = self.out(h)
+        return (logits, self.aux(h)) if with_aux else logits
 
 
-def whisper_normalize(logmel: torch.Tensor, dynamic_range: float = 8.0) -> torch.Tensor:
-    """Whisper's per-input normalisation of log10-mel [B, 80, T] (same as edgeser.features.whisper_normalize)."""
+def whisper_normalize(logmel: torch.Tensor, dynamic_range: float = 8.0, level_norm: bool = False) -> torch.Tensor:
+    """Whisper's per-input normalisation of log10-mel [B, 80, T] (same as edgeser.features.whisper_normalize); with
+    ``level_norm`` the input's peak is first moved to LEVEL_PEAK, which makes the result independent of gain."""
     peak = logmel.amax(dim=(1, 2), keepdim=True)
-    return (torch.maximum(logmel, peak - dynamic_range) + 4.0) / 4.0
+    x = torch.maximum(logmel, peak - dynamic_range)
+    if level_norm:
+        x = x - peak + LEVEL_PEAK
+    return (x + 4.0) / 4.0
 
 
 class EncoderCTARNN(nn.Module):
@@ -195,7 +244,8 @@ class EncoderCTARNN(nn.Module):
 
     def embed(self, logmel: torch.Tensor) -> torch.Tensor:
         """Pooled, stacked encoder hidden states [B, N, T', D] (what the head sees; cached for head training)."""
-        hs = self.encoder(whisper_normalize(logmel), output_hidden_states=True).hidden_states
+        hs = self.encoder(whisper_normalize(logmel, level_norm=self.head.cfg.level_norm),
+                          output_hidden_states=True).hidden_states
         if self.layers is not None:
             hs = [hs[i] for i in self.layers]
         return self.head.pool(torch.stack(list(hs), dim=1))
