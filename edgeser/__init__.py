@@ -1,7 +1,7 @@
 """edgeser: on-device speech emotion recognition.
 
     import edgeser
-    edgeser.classify("clip.wav")                 # -> EmotionResult(label, confidence, scores)
+    edgeser.classify("clip.wav")                 # -> EmotionResult(label, confidence, scores); "no_speech" without speech
     edgeser.analyze("meeting.flac")              # -> [EmotionEvent(start, end, label, ...), ...]
     with edgeser.listen(print): ...              # live microphone events on a worker thread
 
@@ -12,7 +12,7 @@ from .errors import AudioError, DeviceError, EdgeserError, ModelError
 from .listen import Listener, listen
 from .model import Model, analyze, classify, load
 from .stream import Stream
-from .types import EmotionEvent, EmotionResult
+from .types import NO_SPEECH, UNCERTAIN, EmotionEvent, EmotionResult
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,8 @@ __all__ = [
     "Listener",
     "EmotionEvent",
     "EmotionResult",
+    "NO_SPEECH",
+    "UNCERTAIN",
     "EdgeserError",
     "AudioError",
     "ModelError",

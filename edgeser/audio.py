@@ -5,7 +5,9 @@ Every entry point of edgeser goes through :func:`prepare` (arrays) or :func:`loa
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ MIN_SAMPLE_RATE = 4_000  # Hz; below this there is no speech band left (and resa
 MAX_SAMPLE_RATE = 384_000  # Hz; the highest rate audio interfaces record at
 MAX_FLOAT_PEAK = 1e6  # float samples are expected in [-1, 1]; far beyond, the features overflow float32
 MAX_BLOCK_SAMPLES = 1 << 20  # iter_file reads at most this many samples (frames x channels) at a time
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # "https://..." (or what Path makes of it, "https:/...")
 
 
 def to_float32(samples) -> np.ndarray:
@@ -145,22 +148,82 @@ def file_info(path):
     except TypeError as exc:
         raise AudioError(f"not a file path: {path!r}") from exc
     if not p.exists():
+        text = path if isinstance(path, str) else str(p)
+        if _URL.match(text):
+            raise AudioError(f"{text}: URLs are not supported (edgeser opens no network connection); download the "
+                             "file first and give its local path")
         raise AudioError(f"no such audio file: {p}")
     if p.is_dir():
         raise AudioError(f"{p} is a directory, not an audio file")
     if not p.is_file():  # a FIFO or a device would block or never end
         raise AudioError(f"{p} is not a regular file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p} is an empty file (0 bytes)")
     try:
         info = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
         raise AudioError(f"cannot read {p} as audio ({exc})") from exc
-    if not 1 <= info.channels <= MAX_CHANNELS:
-        raise AudioError(f"{p} has {info.channels} channels; at most {MAX_CHANNELS} are supported")
-    try:
-        check_rate(info.samplerate)
-    except AudioError as exc:
-        raise AudioError(f"{p}: {exc}") from None
+    _check_layout(str(p), info.channels, info.samplerate)
     return p, info
+
+
+def _check_layout(name: str, channels: int, rate) -> None:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{name} has {channels} channels; at most {MAX_CHANNELS} are supported")
+    try:
+        check_rate(rate)
+    except AudioError as exc:
+        raise AudioError(f"{name}: {exc}") from None
+
+
+def is_encoded(source) -> bool:
+    """Whether ``source`` is an audio file to decode (a path, the bytes of a file, or a readable file object) rather
+    than an array of samples."""
+    return isinstance(source, (str, os.PathLike, bytes, bytearray)) or callable(getattr(source, "read", None))
+
+
+def _open(source):
+    """(name for messages, open soundfile.SoundFile) of a path, the bytes of an audio file or a file object."""
+    import soundfile as sf
+
+    in_memory = not isinstance(source, (str, os.PathLike))  # bytes or a file object: checked here, not by file_info
+    if isinstance(source, (bytes, bytearray)):
+        name = f"<{len(source)} bytes>"
+        if not source:
+            raise AudioError("the audio bytes are empty (0 bytes)")
+        fobj = io.BytesIO(bytes(source))
+    elif callable(getattr(source, "read", None)):
+        name = f"<file object {getattr(source, 'name', type(source).__name__)}>"
+        try:
+            seekable = bool(source.seekable()) if callable(getattr(source, "seekable", None)) else False
+        except (OSError, ValueError):
+            seekable = False
+        if seekable:  # soundfile seeks in the object itself; whether anything is left to read is checked here
+            fobj, pos = source, source.tell()
+            empty = source.seek(0, io.SEEK_END) == pos
+            source.seek(pos)
+        else:  # a pipe or a socket: read it whole (soundfile needs to seek)
+            data = source.read()
+            fobj, empty = io.BytesIO(data), not data
+        if empty:
+            raise AudioError(f"{name} is empty (no bytes to read)")
+    else:
+        p, _ = file_info(source)
+        name = fobj = str(p)
+    try:
+        f = sf.SoundFile(fobj)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
+        hint = "" if not in_memory else ("; bytes and file objects must hold an encoded audio file (WAV, FLAC, ...): "
+                                        "give raw PCM samples as an array, e.g. np.frombuffer(data, np.int16), "
+                                        "with sample_rate")
+        raise AudioError(f"cannot read {name} as audio ({exc}){hint}") from exc
+    if in_memory:
+        try:
+            _check_layout(name, f.channels, f.samplerate)
+        except AudioError:
+            f.close()
+            raise
+    return name, f
 
 
 def _mix(data: np.ndarray) -> np.ndarray:
@@ -192,14 +255,11 @@ def load(path, *, start: float | None = None, stop: float | None = None) -> np.n
 
 def iter_file(path, block_seconds: float = 10.0):
     """Yield (samples float32 mono, sample_rate) blocks of a file without reading it whole (bounded memory: a block
-    holds at most ``MAX_BLOCK_SAMPLES`` samples over all channels)."""
+    holds at most ``MAX_BLOCK_SAMPLES`` samples over all channels). ``path`` may also be the bytes of an audio file
+    or a readable file object (a seekable one is read block by block; a pipe is read whole first)."""
     import soundfile as sf
 
-    p, _ = file_info(path)
-    try:
-        f = sf.SoundFile(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OverflowError) as exc:
-        raise AudioError(f"cannot read {p} as audio ({exc})") from exc
+    p, f = _open(path)
     with f:
         rate = f.samplerate
         block = max(1, min(int(block_seconds * rate), MAX_BLOCK_SAMPLES // max(1, f.channels)))

@@ -3,6 +3,7 @@
     edgeser classify FILE... [--json] [--model PATH] [--backend auto|onnx|executorch]
     edgeser analyze FILE...  [--json] [--partial] [--model PATH] [--backend ...]
     edgeser devices [--json]
+    edgeser --version
 
 Errors edgeser raises on purpose (bad file, bad model, no device) print one line on stderr and exit with code 2;
 with several files, every file is tried and the exit code is 2 if any failed.
@@ -17,6 +18,7 @@ import sys
 from typing import Sequence
 
 from .errors import EdgeserError, ModelError
+from .types import NO_SPEECH
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -41,8 +43,23 @@ def _stream_options(args) -> dict:
     return {k: v for k, v in (("adapt", args.adapt), ("abstain_below", args.abstain_below)) if v is not None}
 
 
+def version() -> str:
+    """The installed package's version (its metadata), or the source tree's ``edgeser.__version__`` when edgeser runs
+    from a folder that was not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("edgeser")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgeser", description="On-device speech emotion recognition.")
+    p.add_argument("--version", action="version", version=f"edgeser {version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -136,9 +153,11 @@ def _classify(args, model, out) -> int:
     def show(path, r):
         if args.json:
             return r.to_dict()
+        if r.label == NO_SPEECH:
+            print(f"{path}: no speech", file=out)
+            return
         extra = f"  ({_fmt_scores(r.scores)})" if r.scores else ""
-        speech = "  [no speech found]" if not r.duration else ""
-        print(f"{path}: {r.label} {r.confidence:.2f}{extra}{speech}", file=out)
+        print(f"{path}: {r.label} {r.confidence:.2f}{extra}", file=out)
 
     return _per_file(args, model, out, run, show)
 

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Sequence
 
-from .errors import EdgeserError
+from .errors import DeviceError, EdgeserError
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -171,6 +171,8 @@ def main(argv: Sequence[str] | None = None, *, model=None, out=None) -> int:
             except BaseException:
                 pass
         msg = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, DeviceError) and not args.file:  # this front end can do without a microphone
+            msg += " (or replay an audio file: --file F)"
         print(f"edgeser demo: error: {msg}", file=sys.stderr)
         return EXIT_ERROR
     finally:

@@ -15,3 +15,8 @@ class ModelError(EdgeserError):
 
 class DeviceError(EdgeserError):
     """No usable audio input device (or the sounddevice/PortAudio stack is missing)."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of edgeser's extras, for messages: the released package's form and a clone's."""
+    return f"pip install 'edgeser[{extra}]' (from a clone of the repository: pip install '.[{extra}]')"

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import AudioError, DeviceError, EdgeserError
+from .errors import AudioError, DeviceError, EdgeserError, install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ __all__ = [
     "list_devices",
 ]
 
-NO_DEVICE_MESSAGE = "no audio input device found; connect a microphone or use --file"
+NO_DEVICE_MESSAGE = "no audio input device found; connect a microphone"  # front ends add their own alternative
 
 _WAKE = object()  # queue item that only wakes the worker up
 
@@ -68,13 +68,14 @@ def _import_sounddevice():
         import sounddevice as sd
     except ImportError as exc:
         raise DeviceError(
-            "the 'sounddevice' package is not installed; install it with `pip install sounddevice` "
-            "(microphone input needs it; use --file to analyse files without it)"
+            f"microphone input needs the 'sounddevice' package, which is not installed: {install_hint('mic')}; "
+            "files and arrays need no microphone"
         ) from exc
     except OSError as exc:  # sounddevice raises OSError when the PortAudio library cannot be found
         raise DeviceError(
-            f"the PortAudio library is not available ({exc}); install it (e.g. `apt-get install libportaudio2`, "
-            "`brew install portaudio`) or use --file"
+            f"microphone input needs the PortAudio library, which is not available ({exc}): install it "
+            "(`apt-get install libportaudio2` on Debian/Ubuntu, `brew install portaudio` on macOS); files and arrays "
+            "need no microphone"
         ) from exc
     return sd
 
@@ -363,7 +364,7 @@ class Listener:
     def __init__(self, callback: Callable[[Any], Any], *, model=None, device=None, sample_rate=None,
                  block_ms: float = 30, queue_seconds: float = 10.0, on_error: Callable[[BaseException], Any] | None = None,
                  source=None, adapt: str | None = None, abstain_below: float | str | None = None, calibration=None,
-                 split_on_change: bool | None = None):
+                 split_on_change: bool = True, emit_partial: bool = True):
         if not callable(callback):
             raise TypeError("callback must be callable")
         if not (block_ms > 0):
@@ -381,8 +382,10 @@ class Listener:
             source = MicrophoneSource(device, sample_rate, block_ms)
         self.source = source
         self.sample_rate = source.sample_rate
-        opts = {k: v for k, v in (("adapt", adapt), ("abstain_below", abstain_below),
-                                  ("split_on_change", split_on_change)) if v is not None}
+        # only the options that differ from Model.stream's defaults (a stand-in model may take none)
+        opts = {k: v for k, v in (("adapt", adapt), ("abstain_below", abstain_below)) if v is not None}
+        opts.update({k: v for k, v in (("split_on_change", split_on_change), ("emit_partial", emit_partial))
+                     if v is not None and v is not True})
         self._stream = model.stream(**opts)
         if calibration is not None:  # (samples, sample_rate) of the speaker's ordinary speech
             self._stream.calibrate(*calibration)
@@ -634,7 +637,7 @@ class Listener:
 def listen(callback: Callable[[Any], Any], *, model=None, device=None, sample_rate=None, block_ms: float = 30,
            queue_seconds: float = 10.0, on_error: Callable[[BaseException], Any] | None = None, source=None,
            start: bool = True, adapt: str | None = None, abstain_below: float | str | None = None,
-           calibration=None, split_on_change: bool | None = None) -> Listener:
+           calibration=None, split_on_change: bool = True, emit_partial: bool = True) -> Listener:
     """Listen to the microphone (or ``source``) and call ``callback(event)`` for every emotion event.
 
     ``model``: a loaded model, a model path, or None for the default model. ``device``/``sample_rate``/``block_ms``
@@ -643,8 +646,9 @@ def listen(callback: Callable[[Any], Any], *, model=None, device=None, sample_ra
     callback (default: logged), and for the error that ends listening (device gone, inference failed), which
     ``stop()``/``join()`` also raise. ``adapt`` ("running" / "off"), ``abstain_below`` (events under this confidence
     are labelled "uncertain"; "auto" = the model's recommended threshold) and ``calibration`` ((samples, sample_rate) of a few seconds of the speaker's ordinary
-    speech) and ``split_on_change`` (False: one event per speech segment, never cut where the emotion changes) set up
-    the stream as :meth:`edgeser.Model.stream` and :meth:`edgeser.Stream.calibrate` do.
+    speech), ``split_on_change`` (False: one event per speech segment, never cut where the emotion changes) and
+    ``emit_partial`` (False: final events only) set up the stream as :meth:`edgeser.Model.stream` and
+    :meth:`edgeser.Stream.calibrate` do (``sample_rate`` is the microphone's; a ``source`` brings its own).
     Returns the :class:`Listener`, started unless ``start=False``::
 
         with edgeser.listen(print) as listener:
@@ -652,7 +656,8 @@ def listen(callback: Callable[[Any], Any], *, model=None, device=None, sample_ra
     """
     listener = Listener(callback, model=model, device=device, sample_rate=sample_rate, block_ms=block_ms,
                         queue_seconds=queue_seconds, on_error=on_error, source=source, adapt=adapt,
-                        abstain_below=abstain_below, calibration=calibration, split_on_change=split_on_change)
+                        abstain_below=abstain_below, calibration=calibration, split_on_change=split_on_change,
+                        emit_partial=emit_partial)
     if start:
         listener.start()
     return listener

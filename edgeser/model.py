@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import StreamResampler, iter_file, prepare
+from .audio import StreamResampler, is_encoded, iter_file, prepare
 from .constants import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
 from .errors import AudioError, ModelError
 from .runtime import open_backend
 from .runtime.base import Backend
 from .stream import Stream, pool_scores, softmax
-from .types import UNCERTAIN, EmotionEvent, EmotionResult
+from .vad import MovingPitch
+from .types import NO_SPEECH, UNCERTAIN, EmotionEvent, EmotionResult
 
 DEFAULT_DIR = Path(__file__).parent / "models" / "default"
 DEFAULT_NAME = "edgeser-default"
@@ -75,7 +76,8 @@ class Model:
         return "stream" in self.info.state_scopes()
 
     def stream(self, *, emit_partial: bool = True, adapt: str | None = None,
-               abstain_below: float | str | None = None, split_on_change: bool = True) -> Stream:
+               abstain_below: float | str | None = None, split_on_change: bool = True,
+               sample_rate: int | None = None) -> Stream:
         """A new independent stream (its own front-end, VAD, segment and adaptation state).
 
         ``adapt``: "running" (normalise against the statistics of the stream so far; the default of adaptive models),
@@ -83,9 +85,10 @@ class Model:
         under which results are labelled "uncertain": None (default) = never, "auto" = the threshold the model's
         metadata recommends (fitted on validation speakers), or a number in [0, 1). ``split_on_change``: a segment
         also ends where the emotion changes within continuous speech (see :mod:`edgeser.stream`); False = one event
-        per speech segment of the VAD."""
+        per speech segment of the VAD. ``sample_rate``: the rate of the audio the stream will be fed, so that
+        ``accept(chunk)`` / ``calibrate(samples)`` need not repeat it (without it they must be told)."""
         return Stream(self.backend, self._segmenter, emit_partial=emit_partial, adapt=adapt,
-                      abstain_below=abstain_below, split_on_change=split_on_change)
+                      abstain_below=abstain_below, split_on_change=split_on_change, sample_rate=sample_rate)
 
     def _result(self, mean: np.ndarray, speech_seconds: float, abstain_below: float = 0.0) -> EmotionResult:
         k = int(np.argmax(mean))
@@ -96,21 +99,29 @@ class Model:
             duration=round(speech_seconds, 4),
         )
 
+    def _no_speech(self) -> EmotionResult:
+        """The result of a clip without speech: label ``"no_speech"``, confidence 0.0, every score 0.0, duration 0.0."""
+        return EmotionResult(label=NO_SPEECH, confidence=0.0, scores={lab: 0.0 for lab in self.labels}, duration=0.0)
+
     def classify(self, audio, sample_rate: int | None = None, *, stream: Stream | None = None,
                  adapt: str | None = None, abstain_below: float | str | None = None) -> EmotionResult:
-        """Emotion of a whole clip (an array with its ``sample_rate``, or a file path): its speech's windows pooled
-        as the model's metadata ``aggregate`` says (the mean of their probabilities, or softmax of their mean
-        logits). Files are streamed from disk in blocks, so memory stays bounded.
+        """Emotion of a whole clip (an array with its ``sample_rate``, or a file: a path, the bytes of an audio file,
+        or a readable file object): its speech's windows pooled as the model's metadata ``aggregate`` says (the mean
+        of their probabilities, or softmax of their mean logits). Files are streamed from disk in blocks, so memory
+        stays bounded.
 
-        If the VAD finds no speech, the whole clip is classified as one segment (``duration`` is then 0.0).
-        ``adapt`` / ``abstain_below``: as for :meth:`stream`. ``stream``: classify with this stream's adaptation state
-        and calibration (e.g. one speaker's session, clip after clip): it is reset first, keeping its calibration,
-        and keeps the adaptation statistics the clip adds.
+        If the VAD finds no speech segment, a cheap pitch check (:class:`edgeser.vad.MovingPitch`) tells speech
+        the VAD missed (some shouted or sobbing speech) from silence, noise, hum and tones: speech is then classified
+        as one segment over the whole clip (``duration`` = the clip's length); anything else gets no emotion: label
+        ``"no_speech"``, confidence 0.0, every score 0.0, ``duration`` 0.0, at about the cost of the VAD pass alone
+        (the model runs no window). ``adapt`` / ``abstain_below``: as for :meth:`stream`. ``stream``: classify with this
+        stream's adaptation state and calibration (e.g. one speaker's session, clip after clip): it is reset first,
+        keeping its calibration, and keeps the adaptation statistics the clip adds.
         """
-        if isinstance(audio, (str, os.PathLike)):
+        if is_encoded(audio):
             if sample_rate is not None:
                 raise AudioError("sample_rate is only for array input; a file carries its own rate")
-            blocks = lambda: iter_file(audio)  # noqa: E731
+            blocks = _replayable(audio)
         else:
             if sample_rate is None:
                 raise AudioError("sample_rate is required for array input")
@@ -123,7 +134,8 @@ class Model:
         return self._classify_blocks(blocks, stream)
 
     def _classify_blocks(self, blocks, s: Stream) -> EmotionResult:
-        """``blocks()``: a fresh iterator of (samples, rate) each time (read a second time only without speech)."""
+        """``blocks()``: a fresh iterator of (samples, rate) each time (read again only when the VAD finds no
+        speech)."""
         s.reset(keep_adaptation=True)  # a new recording; a session's adaptation statistics go on
         events: list[EmotionEvent] = []
         for block, rate in blocks():
@@ -132,21 +144,25 @@ class Model:
         if s.windows_run:
             speech = sum(e.end - e.start for e in events if e.final)
             return self._result(s.mean_window_probs(), speech, s.abstain_below)
+        # no speech segment: speech the VAD missed (strongly emotional speech) still has a moving pitch, which
+        # silence, noise, hum and tones have not (edgeser.vad.MovingPitch); only then is the whole clip classified
+        check = MovingPitch()
+        for x in _resampled(blocks()):
+            check.accept(x)
+        if not check.speech_like:
+            return self._no_speech()
         every = _EveryWindow(self.backend, s)
-        rs = None
-        for block, rate in blocks():
-            if rs is None:
-                rs = StreamResampler(rate)
-            every.accept(rs(block))
-        if rs is not None:
-            every.accept(rs(np.zeros(0, np.float32), last=True))
-        return self._result(every.finish(), 0.0, s.abstain_below)
+        n = 0
+        for x in _resampled(blocks()):
+            every.accept(x)
+            n += x.size
+        return self._result(every.finish(), n / SAMPLE_RATE, s.abstain_below)
 
     def analyze(self, source, sample_rate: int | None = None, *, partial: bool = False, adapt: str | None = None,
                 abstain_below: float | str | None = None, calibration=None,
                 split_on_change: bool = True) -> list[EmotionEvent]:
-        """Timeline of a recording (path or array): one final event per speech segment, a long one also cut where the
-        emotion changes (and partials if asked).
+        """Timeline of a recording (array, or file: path, bytes or file object): one final event per speech segment,
+        a long one also cut where the emotion changes (and partials if asked); none without speech.
         Files are streamed from disk in blocks, so memory stays bounded for long recordings. ``adapt`` /
         ``abstain_below`` / ``split_on_change``: as for :meth:`stream`; ``calibration``: (samples, sample_rate) of
         the speaker's ordinary speech for :meth:`Stream.calibrate`."""
@@ -155,7 +171,7 @@ class Model:
         if calibration is not None:
             s.calibrate(*calibration)
         events: list[EmotionEvent] = []
-        if isinstance(source, (str, os.PathLike)):
+        if is_encoded(source):
             if sample_rate is not None:
                 raise AudioError("sample_rate is only for array input; a file carries its own rate")
             for block, rate in iter_file(source):
@@ -250,6 +266,44 @@ class _EveryWindow:
         return pool_scores(self.info, self.prob_sum, self.logit_sum, self.count)
 
 
+def _replayable(source):
+    """A function giving a fresh iterator over the blocks of a file each call: a path is opened again, bytes are
+    re-read, a file object is rewound to where it was (a pipe that cannot be rewound is read into memory once)."""
+    import io
+
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        try:
+            pos = source.tell() if source.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            pos = None
+        if pos is None:
+            source = source.read()
+            if isinstance(source, str):
+                raise AudioError("the file object was opened in text mode; open audio files with 'rb'")
+        else:
+            f = source
+
+            def blocks():
+                f.seek(pos)
+                return iter_file(f)
+
+            return blocks
+    if isinstance(source, bytearray):
+        source = bytes(source)
+    return lambda: iter_file(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def _resampled(blocks):
+    """16 kHz mono pieces of (samples, rate) blocks, resampled as a stream does."""
+    rs = None
+    for block, rate in blocks:
+        if rs is None:
+            rs = StreamResampler(rate)
+        yield rs(block)
+    if rs is not None:
+        yield rs(np.zeros(0, np.float32), last=True)
+
+
 def load(model=None, backend: str = "auto", *, vad: str = "silero", threads: int = 1) -> Model:
     """Open an emotion model: ``None`` = the bundled default, or a path to an exported ``.onnx`` / ``.pte``.
 
@@ -261,13 +315,18 @@ def load(model=None, backend: str = "auto", *, vad: str = "silero", threads: int
     return Model(open_backend(path, backend, threads=threads), vad=vad)
 
 
-def classify(source, sample_rate: int | None = None, model=None) -> EmotionResult:
-    """Emotion of a whole clip given as a file path (streamed from disk) or an array (then ``sample_rate`` is
-    required)."""
-    return load(model).classify(source, sample_rate)
+def classify(audio, sample_rate: int | None = None, model=None, *, stream: Stream | None = None,
+             adapt: str | None = None, abstain_below: float | str | None = None) -> EmotionResult:
+    """:meth:`Model.classify` with ``model`` (None = the bundled default, a path, or a loaded :class:`Model`): the
+    emotion of a whole clip given as a file (path, bytes, file object; streamed from disk) or an array (then
+    ``sample_rate`` is required); ``"no_speech"`` when it holds no speech."""
+    return load(model).classify(audio, sample_rate, stream=stream, adapt=adapt, abstain_below=abstain_below)
 
 
-def analyze(source, sample_rate: int | None = None, model=None, *, partial: bool = False) -> list[EmotionEvent]:
-    """Timeline of a recording (path or array): a list of EmotionEvents, one final event per speech segment (a long
-    one also cut where the emotion changes)."""
-    return load(model).analyze(source, sample_rate, partial=partial)
+def analyze(source, sample_rate: int | None = None, model=None, *, partial: bool = False, adapt: str | None = None,
+            abstain_below: float | str | None = None, calibration=None,
+            split_on_change: bool = True) -> list[EmotionEvent]:
+    """:meth:`Model.analyze` with ``model`` (as for :func:`classify`): the timeline of a recording, a list of
+    EmotionEvents, one final event per speech segment (a long one also cut where the emotion changes)."""
+    return load(model).analyze(source, sample_rate, partial=partial, adapt=adapt, abstain_below=abstain_below,
+                               calibration=calibration, split_on_change=split_on_change)

@@ -50,6 +50,9 @@ MAX_PUSH_SAMPLES = 10 * SAMPLE_RATE  # a longer chunk is processed in pieces of 
 CHANGE_AFTER_FRAMES = 400  # a speech segment is cut at emotion changes only once it has lasted 4 s
 CHANGE_MIN_WINDOWS = 3  # windows a segment holds before a change can end it
 CHANGE_MIN_DISTANCE = 0.4  # total-variation distance between a window's probabilities and the segment's mean
+# Stream.calibrate refuses audio with less speech than this (seconds, as the VAD finds it): a baseline from a word or
+# two is mostly that word's; the README asks for 5-30 s of ordinary speech, which holds at least this much
+MIN_CALIBRATION_SPEECH_S = 3.0
 
 
 def frames_available(n_samples: int) -> int:
@@ -100,8 +103,11 @@ class Stream:
     """
 
     def __init__(self, backend: Backend, segmenter_factory, *, min_tail_frames: int = 10, emit_partial: bool = True,
-                 adapt: str | None = None, abstain_below: float | None = None, split_on_change: bool = True):
+                 adapt: str | None = None, abstain_below: float | None = None, split_on_change: bool = True,
+                 sample_rate: int | None = None):
         self._backend = backend
+        # the rate of every chunk when accept() / calibrate() are not told one (None: they must be told)
+        self.sample_rate = None if sample_rate is None else check_rate(sample_rate)
         self._info = backend.info
         self._labels = tuple(self._info.labels)
         self._make_segmenter = segmenter_factory
@@ -176,10 +182,12 @@ class Stream:
             self._state = [k if sc == "stream" else b for k, sc, b in zip(kept, self._scopes, self._baseline)]
         self.windows_run = 0  # windows classified since the last reset
 
-    def calibrate(self, samples, sample_rate: int = SAMPLE_RATE) -> float:
+    def calibrate(self, samples, sample_rate: int | None = None) -> float:
         """Measure this speaker's / room's baseline from a few seconds (5-30 s) of their ordinary speech; later
         windows are normalised against it. Replaces an earlier calibration; kept across :meth:`reset`. Returns the
-        seconds of speech found. The audio is analysed apart: it does not enter this stream's events."""
+        seconds of speech found; :class:`AudioError` if the VAD finds less than :data:`MIN_CALIBRATION_SPEECH_S`
+        (the stream is then unchanged). The audio is analysed apart: it does not enter this stream's events.
+        ``sample_rate``: as for :meth:`accept`."""
         if not self._adaptive:
             from .errors import ModelError
 
@@ -187,15 +195,33 @@ class Stream:
                              "(export it with test-time adaptation)")
         probe = Stream(self._backend, self._make_segmenter, min_tail_frames=self.min_tail_frames,
                        emit_partial=False, adapt="running", abstain_below=0.0)
-        events = probe.accept(samples, sample_rate) + probe.flush()
+        events = probe.accept(samples, self._rate_of("calibrate", sample_rate)) + probe.flush()
         if not probe.windows_run:
-            raise AudioError("no speech found in the calibration audio: give a few seconds of ordinary speech")
+            raise AudioError("no speech found in the calibration audio: give 5-30 s of ordinary speech")
+        speech = float(sum(e.end - e.start for e in events if e.final))
+        if speech < MIN_CALIBRATION_SPEECH_S:
+            raise AudioError(f"only {speech:.1f} s of speech found in the calibration audio; calibrate() needs at "
+                             f"least {MIN_CALIBRATION_SPEECH_S:g} s of it: give 5-30 s of ordinary speech")
         self._baseline = tuple(v if sc == "stream" else i for v, sc, i in
                                zip(probe._state, self._scopes, self._init_state))
         for i, sc in enumerate(self._scopes):
             if sc == "stream":
                 self._state[i] = self._baseline[i]
-        return float(sum(e.end - e.start for e in events if e.final))
+        return speech
+
+    def _rate_of(self, method: str, sample_rate) -> int:
+        """The rate of a chunk given to ``method``: ``sample_rate``, else the stream's own; AudioError without
+        either (nothing is assumed) or when they differ."""
+        if sample_rate is None:
+            if self.sample_rate is None:
+                raise AudioError(f"Stream.{method}(samples, sample_rate) needs the sample rate of the samples (or "
+                                 "create the stream with model.stream(sample_rate=...) to give it once)")
+            return self.sample_rate
+        rate = check_rate(sample_rate)
+        if self.sample_rate is not None and rate != self.sample_rate:
+            raise AudioError(f"this stream was created for {self.sample_rate} Hz audio "
+                             f"(model.stream(sample_rate=...)), got {rate} Hz")
+        return rate
 
     def mean_window_probs(self) -> np.ndarray | None:
         """The clip score over every window classified since the last reset (None if none was), pooled as the
@@ -208,11 +234,12 @@ class Stream:
             return self._prob_sum / np.float32(self._prob_weight)
         return pool_scores(self._info, self._prob_sum, self._logit_sum, self._prob_weight)
 
-    def accept(self, samples, sample_rate: int = SAMPLE_RATE) -> list[EmotionEvent]:
-        """Feed audio (any length, dtype, layout accepted by edgeser.audio); return the events it completes."""
+    def accept(self, samples, sample_rate: int | None = None) -> list[EmotionEvent]:
+        """Feed audio (any length, dtype, layout accepted by edgeser.audio) recorded at ``sample_rate`` Hz (may be
+        left out if the stream was created with ``sample_rate``); return the events it completes."""
         if self._finished:
             raise AudioError("stream was flushed; call reset() to start a new one")
-        rate = check_rate(sample_rate)
+        rate = self._rate_of("accept", sample_rate)
         if self._rate is not None and rate != self._rate:
             raise AudioError(f"sample rate changed from {self._rate} to {rate} Hz within a stream; call reset()")
         a = to_float32(samples)

@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 ESPEAK_TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away."
+CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data from the repository root
+
+
+def corpus_root(name: str) -> Path:
+    """Where corpus ``name`` is looked for: ``$EDGESER_<NAME>`` if set (as ``train.data`` reads it), else
+    ``../shared/data/<name>`` next to the repository."""
+    env = os.environ.get(f"EDGESER_{name.upper()}")
+    return Path(env).expanduser() if env else CORPORA / name
+
+
+def require_corpus(name: str) -> Path:
+    """The folder of corpus ``name`` (``ravdess``, ``nemo``, ``ased``) for a test that reads it. Without the corpus
+    (no ``manifest.csv`` there) the test is skipped on a developer's machine, and fails when ``$CI`` is "true": CI
+    must run every test, so a missing corpus there is a broken set-up, not a reason to pass."""
+    root = corpus_root(name)
+    if (root / "manifest.csv").is_file():
+        return root.resolve()
+    where = f"{root / 'manifest.csv'} not found"
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"corpus {name!r} is missing in CI ({where}); CI must provide it at {CORPORA / name} "
+                    f"or through $EDGESER_{name.upper()}", pytrace=False)
+    pytest.skip(f"needs the {name!r} corpus ({where}): put it at {CORPORA / name} (with its manifest.csv) or set "
+                f"$EDGESER_{name.upper()} to its folder")
+
+
+@pytest.fixture(scope="session")
+def ravdess_corpus() -> Path:
+    """The RAVDESS folder (see :func:`require_corpus`: skips without it, fails in CI)."""
+    return require_corpus("ravdess")
 
 
 def espeak_wav(path, text: str, voice: str = "en-us", rate: int = 160) -> None:

@@ -11,6 +11,7 @@ from edgeser.errors import AudioError, ModelError
 from edgeser.model import Model
 from edgeser.runtime import open_backend
 from edgeser.runtime.metadata import ModelInfo
+from edgeser.stream import MIN_CALIBRATION_SPEECH_S
 from edgeser.types import UNCERTAIN
 from export.core import ExportMismatch, export_onnx, export_pte, verify
 from export.student import TorchBackend
@@ -111,14 +112,14 @@ def test_running_adaptation_changes_state_off_does_not(onnx_path):
     x = _speech()
     s_run, s_off = m.stream(), m.stream(adapt="off")
     assert s_run.adapt == "running"  # the model's metadata default
-    ev_run = s_run.accept(x) + s_run.flush()
-    ev_off = s_off.accept(x) + s_off.flush()
+    ev_run = s_run.accept(x, 16000) + s_run.flush()
+    ev_off = s_off.accept(x, 16000) + s_off.flush()
     assert s_run.windows_run == s_off.windows_run > 2
     assert float(s_run._state[1][0, 0]) > 1.0 and float(s_off._state[1][0, 0]) == 0.0
     assert [(e.start, e.end) for e in ev_run] == [(e.start, e.end) for e in ev_off]
     # off = every window normalised by the prior alone = what a stateless export of the same head gives
     ref = Model(TorchBackend(_adaptive_model(), _info()), vad="energy").stream(adapt="off")
-    ev_ref = ref.accept(x) + ref.flush()
+    ev_ref = ref.accept(x, 16000) + ref.flush()
     for a, b in zip(ev_off, ev_ref):
         assert a.label == b.label and a.scores == pytest.approx(b.scores, abs=1e-4)
 
@@ -132,7 +133,7 @@ def test_adaptive_events_do_not_depend_on_chunk_size(onnx_path, chunk_ms):
     n = int(16000 * chunk_ms / 1000)
     got = []
     for i in range(0, x.size, n):
-        got += s.accept(x[i : i + n])
+        got += s.accept(x[i : i + n], 16000)
     got += s.flush()
     assert [(e.start, e.end, e.label, e.final) for e in got] == [(e.start, e.end, e.label, e.final) for e in whole]
     for a, b in zip(got, whole):
@@ -144,19 +145,19 @@ def test_calibrate_sets_a_baseline_kept_across_reset(onnx_path):
     s = m.stream(adapt="off")
     assert not s.calibrated
     speech = s.calibrate(_speech(seconds=4.0, seed=5), 16000)
-    assert speech > 2.0 and s.calibrated
+    assert speech >= MIN_CALIBRATION_SPEECH_S and s.calibrated
     base = [a.copy() for a in s._state]
     assert float(base[1][0, 0]) > 3.0  # the calibration's windows are in the statistics
-    ev1 = s.accept(_speech(seed=6)) + s.flush()
+    ev1 = s.accept(_speech(seed=6), 16000) + s.flush()
     assert all(np.array_equal(a, b) for a, b in zip(s._state, base))  # adapt="off": the baseline stays
     s.reset()
     assert all(np.array_equal(a, b) for a, b in zip(s._state, base))
-    ev2 = s.accept(_speech(seed=6)) + s.flush()
+    ev2 = s.accept(_speech(seed=6), 16000) + s.flush()
     assert [e.scores for e in ev1] == [e.scores for e in ev2]  # reset is deterministic
     s.reset(forget_calibration=True)
     assert not s.calibrated and float(s._state[1][0, 0]) == 0.0
     # calibrated and uncalibrated streams score the same audio differently
-    ev3 = s.accept(_speech(seed=6)) + s.flush()
+    ev3 = s.accept(_speech(seed=6), 16000) + s.flush()
     assert ev3[-1].scores != pytest.approx(ev1[-1].scores, abs=1e-6)
     # calibration audio must contain speech
     with pytest.raises(AudioError, match="no speech"):
@@ -244,7 +245,7 @@ def test_segment_state_restarts_per_segment_and_last_chunk_does_not_overlap():
     # the second segment is still going on when the audio ends: flush closes it with a partial last chunk
     x = np.concatenate([_speech(seconds=1.23, seed=9), _speech(seconds=0.87, seed=10)[:-8000 - 1930]])
     s = m.stream(emit_partial=True)
-    events = s.accept(x) + s.flush()
+    events = s.accept(x, 16000) + s.flush()
     finals = [e for e in events if e.final]
     assert len(finals) == 2
     # segment state restarts: each segment's first chunk starts from the initial state (count 1 after it)
@@ -270,7 +271,7 @@ def test_segment_state_restarts_per_segment_and_last_chunk_does_not_overlap():
     s2 = Model(b2, vad="energy").stream(emit_partial=True)
     ev2 = []
     for i in range(0, x.size, 592):
-        ev2 += s2.accept(x[i : i + 592])
+        ev2 += s2.accept(x[i : i + 592], 16000)
     ev2 += s2.flush()
     assert [(e.start, e.end, e.label, e.final) for e in ev2] == [(e.start, e.end, e.label, e.final) for e in events]
     assert len(b2.chunks) == len(b.chunks) and all(np.array_equal(p, q) for p, q in zip(b.chunks, b2.chunks))

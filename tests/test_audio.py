@@ -291,3 +291,74 @@ def test_stream_resampler_identity_at_16k():
     rs = StreamResampler(SR)
     np.testing.assert_array_equal(rs(x), x)
     np.testing.assert_array_equal(resample(x, SR), x)
+
+
+# ------------------------------------------------------------------ messages that name the real problem; bytes, files
+
+
+@pytest.mark.parametrize("url", ["https://example.com/clip.wav", "http://host/a.flac", "s3://bucket/key.wav"])
+def test_a_url_is_refused_as_a_url(url):
+    from pathlib import Path
+
+    from edgeser.audio import file_info
+
+    for given in (url, Path(url)):  # Path("https://...") reads "https:/..."; still a URL
+        with pytest.raises(AudioError, match="URLs are not supported.*download the file first"):
+            file_info(given)
+        with pytest.raises(AudioError, match="URLs are not supported"):
+            list(iter_file(given))
+
+
+def test_a_file_named_like_a_url_scheme_is_still_a_file(tmp_path, monkeypatch):
+    """Only a path that does not exist is taken for a URL: a real folder named ``http:`` is read as any other."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "http:").mkdir()
+    sf.write(str(tmp_path / "http:" / "a.wav"), sine(440, SR, 0.3), SR)
+    assert sum(len(b) for b, _ in iter_file("http:/a.wav")) == int(0.3 * SR)
+    with pytest.raises(AudioError, match="no such audio file"):
+        list(iter_file("nope/clip.wav"))
+
+
+def test_a_zero_byte_file_is_called_empty(tmp_path):
+    p = tmp_path / "empty.wav"
+    p.write_bytes(b"")
+    for f in (load, lambda q: list(iter_file(q))):
+        with pytest.raises(AudioError, match=r"empty\.wav is an empty file \(0 bytes\)"):
+            f(p)
+
+
+def test_iter_file_reads_bytes_and_file_objects(tmp_path):
+    import io
+
+    x = sine(440, 22050, 1.3)
+    p = tmp_path / "a.flac"
+    sf.write(str(p), x, 22050, format="FLAC", subtype="PCM_24")
+    want = [(b.copy(), r) for b, r in iter_file(p, block_seconds=0.25)]
+
+    class Pipe:  # a readable object that cannot seek (a pipe, a socket, an upload stream)
+        def __init__(self, data):
+            self._f = io.BytesIO(data)
+
+        def read(self, n=-1):
+            return self._f.read(n)
+
+    data = p.read_bytes()
+    with open(p, "rb") as fobj:
+        sources = {"bytes": data, "bytearray": bytearray(data), "BytesIO": io.BytesIO(data), "open file": fobj,
+                   "pipe": Pipe(data)}
+        for name, src in sources.items():
+            got = list(iter_file(src, block_seconds=0.25))
+            assert [r for _, r in got] == [r for _, r in want], name
+            np.testing.assert_array_equal(np.concatenate([b for b, _ in got]), np.concatenate([b for b, _ in want]))
+
+
+def test_bytes_that_are_no_audio_file_say_what_is_expected():
+    import io
+
+    with pytest.raises(AudioError, match="empty"):
+        list(iter_file(b""))
+    with pytest.raises(AudioError, match="empty"):
+        list(iter_file(io.BytesIO(b"")))
+    pcm = (sine(440, SR, 0.2) * 32767).astype(np.int16).tobytes()  # raw PCM: no header to decode
+    with pytest.raises(AudioError, match=r"cannot read <6400 bytes> as audio.*np\.frombuffer"):
+        list(iter_file(pcm))

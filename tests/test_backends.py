@@ -12,11 +12,9 @@ def both():
     return edgeser.load(backend="onnx"), edgeser.load(backend="executorch")
 
 
-def _held_out_clips(info, n=12):
+def _held_out_clips(info, root, n=12):
     import csv
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess"
     rows = list(csv.DictReader(open(root / "manifest.csv")))
     keep = [r for r in rows if r["speaker"] in set(info.training["validation"]["test_speakers"])
             and r["emotion"] in info.labels]
@@ -30,9 +28,9 @@ def test_same_metadata(both):
     assert onnx_m.backend.name == "onnx" and pte_m.backend.name == "executorch"
 
 
-def test_same_labels_on_real_speech(both, speech_in_silence):
+def test_same_labels_on_real_speech(ravdess_corpus, both, speech_in_silence):
     onnx_m, pte_m = both
-    clips = [load_audio(p) for p in _held_out_clips(onnx_m.info)] + [speech_in_silence[0]]
+    clips = [load_audio(p) for p in _held_out_clips(onnx_m.info, ravdess_corpus)] + [speech_in_silence[0]]
     for x in clips:
         a, b = onnx_m.classify(x, 16000), pte_m.classify(x, 16000)
         assert a.label == b.label

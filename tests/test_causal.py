@@ -263,7 +263,7 @@ def test_sdk_runs_the_stateful_step(exported):
         s = model.stream(emit_partial=True)
         got = []
         for i in range(0, x.size, chunk):
-            got += s.accept(x[i : i + chunk])
+            got += s.accept(x[i : i + chunk], 16000)
         got += s.flush()
         ref = model.analyze(x, 16000, partial=True)
         assert [(e.start, e.end, e.label, e.final) for e in got] == [(e.start, e.end, e.label, e.final) for e in ref]

@@ -222,3 +222,33 @@ def test_adapt_and_abstain_options_reach_the_model(wav, capsys):
         with pytest.raises(SystemExit) as info:
             main(["classify", wav, *bad], model=Recording())
         assert info.value.code == 2
+
+
+def test_version(capsys, monkeypatch):
+    import importlib.metadata
+
+    import edgeser
+    from edgeser import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"edgeser {importlib.metadata.version('edgeser')}"
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)  # a source tree that was never installed
+    assert cli.version() == edgeser.__version__
+
+
+def test_url_and_empty_file_messages(capsys, tmp_path):
+    from edgeser import cli
+
+    assert cli.main(["classify", "https://example.com/clip.wav"], model=FakeModel()) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "https://example.com/clip.wav" in line and "URLs are not supported" in line and "download" in line
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert cli.main(["analyze", str(empty)], model=FakeModel()) == 2
+    assert "is an empty file (0 bytes)" in _one_line_error(capsys.readouterr().err)

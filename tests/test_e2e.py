@@ -61,14 +61,13 @@ def test_listen_replays_a_file(model, speech_in_silence, tmp_path):
     ]
 
 
-def test_held_out_ravdess_accuracy_above_chance(model):
+def test_held_out_ravdess_accuracy_above_chance(ravdess_corpus, model):
     """Real emotional speech from actors the model never trained on: clearly better than chance (0.25)."""
     import csv
-    from pathlib import Path
 
     from edgeser.audio import load as load_audio
 
-    root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ravdess"
+    root = ravdess_corpus
     held = set(model.info.training["validation"]["test_speakers"])
     rows = [r for r in csv.DictReader(open(root / "manifest.csv"))
             if r["speaker"] in held and r["emotion"] in model.labels and r["intensity"] == "02"]

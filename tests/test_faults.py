@@ -152,8 +152,26 @@ def test_missing_portaudio_is_a_device_error(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(DeviceError, match="PortAudio library is not available"):
+    with pytest.raises(DeviceError, match="needs the PortAudio library, which is not available") as info:
         MicrophoneSource()
+    assert "libportaudio2" in str(info.value) and "--file" not in str(info.value)
+
+
+def test_missing_sounddevice_names_the_extra_in_both_forms(monkeypatch, capsys):
+    """No sounddevice: the Python error and `edgeser devices` say how to install the mic extra (package and clone
+    forms) and do not suggest a --file option they do not have; the demo, which has one, adds it."""
+    from edgeser import cli, demo
+
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # `import sounddevice` raises ImportError
+    with pytest.raises(DeviceError) as info:
+        MicrophoneSource()
+    msg = str(info.value)
+    assert "pip install 'edgeser[mic]'" in msg and "pip install '.[mic]'" in msg and "--file" not in msg
+    assert cli.main(["devices"]) == 2
+    err = capsys.readouterr().err
+    assert "edgeser[mic]" in err and "--file" not in err
+    assert demo.main([]) == 2
+    assert "--file F" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("then", ["disappear", "stall"])

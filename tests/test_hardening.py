@@ -8,8 +8,8 @@ scores are finite and sum to 1; events keep the stream invariants of ``benchmark
 Documented behaviours tested here (README "Limits and hardening"):
 
 * an empty array is an ``AudioError`` for classify/analyze; for ``Stream.accept`` an empty chunk is a no-op;
-* audio with no speech (all zero, one sample) gives no events; ``classify`` still answers (``duration`` 0.0, the whole
-  clip classified as one segment);
+* audio with no speech (all zero, one sample) gives no events; ``classify`` answers ``"no_speech"`` (confidence,
+  scores and ``duration`` 0.0);
 * NaN/inf samples, float samples beyond +-1e6, dtypes other than int8/16/32/64, uint8, float16/32/64, more than 2
   dimensions, sample rates outside 4-384 kHz are ``AudioError``;
 * clipped audio and floats a little beyond +-1 are accepted as they are (no error, a valid result);
@@ -38,7 +38,7 @@ from hypothesis.extra import numpy as hnp
 
 import edgeser
 from benchmarks.hardening import check_events
-from edgeser import AudioError, EdgeserError, EmotionEvent, EmotionResult
+from edgeser import NO_SPEECH, AudioError, EdgeserError, EmotionEvent, EmotionResult
 from edgeser.audio import resample
 from tests.conftest import ESPEAK_TEXT, espeak_wav
 
@@ -171,7 +171,11 @@ def reference(model, speech):
 
 
 def _valid_result(r, model):
+    """A valid classify result: an emotion with scores that sum to 1, or the no-speech answer (all zero)."""
     assert isinstance(r, EmotionResult)
+    if r.label == NO_SPEECH:
+        assert r.confidence == 0.0 and r.duration == 0.0 and r.scores == {k: 0.0 for k in model.labels}
+        return
     assert r.label in model.labels and set(r.scores) == set(model.labels)
     v = np.array(list(r.scores.values()))
     assert np.all(np.isfinite(v)) and np.all(v >= 0) and abs(v.sum() - 1) < 1e-4
@@ -244,9 +248,9 @@ def test_bad_input_matrix(case, entry, model, speech, reference, tmp_path):
     if classify:
         _valid_result(out, model)
         if case.outcome in ("silence", "empty"):
-            assert out.duration == 0.0  # no speech found: the whole clip classified as one segment
+            assert out.label == NO_SPEECH  # no speech found: no emotion claimed
             return
-        assert out.duration > 1.0
+        assert out.label in model.labels and out.duration > 1.0
         if case.tol is not None:
             # a file at another rate is resampled block by block (soxr's stream), the array at once: 0.01
             tol = case.tol if entry == "model.classify" or rate == 16000 else max(case.tol, 0.01)
@@ -475,7 +479,7 @@ def test_bad_files(kind, entry, model, speech, tmp_path):
     out = run()
     if isinstance(out, EmotionResult):
         _valid_result(out, model)
-        assert (out.duration > 0) == (outcome == "speech")
+        assert (out.duration > 0) == (outcome == "speech") == (out.label != NO_SPEECH)
     else:
         assert bool(out) == (outcome == "speech")
 

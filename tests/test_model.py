@@ -66,9 +66,9 @@ def test_classify_and_analyze(model, espeak_speech, tmp_path):
     assert any(not e.final for e in edgeser.analyze(x, 16000, partial=True))
 
 
-def test_classify_without_speech_still_answers(model):
-    r = model.classify(np.zeros(16000, np.float32), 16000)
-    assert r.label in model.labels and r.duration == 0.0
+def test_classify_without_speech_says_so(model):
+    r = model.classify(np.zeros(16000, np.float32), 16000)  # more signals in test_no_speech.py
+    assert r.label == edgeser.NO_SPEECH and r.confidence == 0.0 and r.duration == 0.0
 
 
 @pytest.mark.parametrize(
@@ -126,3 +126,64 @@ def test_bad_model_files(tmp_path):
     onnx.save(m, str(p))
     with pytest.raises(ModelError, match="schema"):
         edgeser.load(p)
+
+
+# ------------------------------------------------------------------ one set of options; files as bytes or objects
+
+
+def _params(f, drop=()):
+    import inspect
+
+    return [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values() if p.name not in drop]
+
+
+def test_top_level_functions_take_the_options_of_the_methods_they_wrap():
+    """edgeser.classify / analyze have exactly Model.classify's / Model.analyze's parameters (same order, kinds and
+    defaults) plus ``model``; listen (and Listener) take every option of Model.stream with the same default."""
+    assert _params(edgeser.classify, {"model"}) == _params(edgeser.Model.classify, {"self"})
+    assert _params(edgeser.analyze, {"model"}) == _params(edgeser.Model.analyze, {"self"})
+    listen = {name: (kind, default) for name, kind, default in _params(edgeser.listen)}
+    listener = {name: (kind, default) for name, kind, default in _params(edgeser.Listener.__init__, {"self"})}
+    assert listener == {k: v for k, v in listen.items() if k != "start"}
+    stream_options = _params(edgeser.Model.stream, {"self"})
+    assert stream_options  # Model.stream's options are all keyword-only
+    for name, kind, default in stream_options:
+        assert listen.get(name) == (kind, default), name
+    # and the stream options analyze also takes (calibration is Stream.calibrate's audio)
+    for name, kind, default in _params(edgeser.Model.analyze, {"self", "source", "sample_rate", "partial"}):
+        assert listen.get(name) == (kind, default), name
+
+
+def test_top_level_options_reach_the_model(model, espeak_speech):
+    x, _ = espeak_speech
+    for kw in ({"abstain_below": 0.999}, {"abstain_below": "auto"}, {"adapt": "off"}):
+        assert edgeser.classify(x, 16000, model=model, **kw) == model.classify(x, 16000, **kw)
+    s1, s2 = model.stream(emit_partial=False), model.stream(emit_partial=False)
+    assert edgeser.classify(x, 16000, model=model, stream=s1) == model.classify(x, 16000, stream=s2)
+    for kw in ({"split_on_change": False, "adapt": "off"}, {"abstain_below": 0.99, "partial": True},
+               {"calibration": (np.concatenate([x, x]), 16000)}):
+        assert edgeser.analyze(x, 16000, model=model, **kw) == model.analyze(x, 16000, **kw)
+
+
+def test_classify_and_analyze_read_bytes_and_file_objects(model, espeak_speech, tmp_path):
+    import io
+
+    import soundfile as sf
+
+    x, _ = espeak_speech
+    path = tmp_path / "s.flac"
+    sf.write(path, x, 16000, format="FLAC")
+    data = path.read_bytes()
+    want, want_events = model.classify(path), model.analyze(path)
+    assert want.label in model.labels
+    with open(path, "rb") as f:
+        for src in (data, io.BytesIO(data), f):
+            assert model.classify(src) == want
+    with open(path, "rb") as f:
+        for src in (data, io.BytesIO(data), f):
+            assert model.analyze(src) == want_events
+    assert edgeser.classify(data, model=model) == want and edgeser.analyze(io.BytesIO(data), model=model) == want_events
+    with pytest.raises(AudioError, match="only for array input"):
+        model.classify(data, 16000)
+    with pytest.raises(AudioError, match="empty"):
+        edgeser.classify(b"", model=model)

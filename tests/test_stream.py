@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from edgeser import AudioError, EmotionEvent
+from edgeser import NO_SPEECH, AudioError, EmotionEvent
 from edgeser.stream import SILENCE_LOGMEL
 
 
@@ -249,10 +249,63 @@ def test_mean_logits_pooling_in_events_and_classify(speech_in_silence):
     np.testing.assert_allclose([finals[0].scores[k] for k in m.labels],
                                softmax(np.mean(np.stack(rec.logits), 0), 0.3), atol=1e-5)
     same_events(_run(m, audio, 37), events)
-    # no speech: classify() runs windows over the whole signal (edgeser.model._EveryWindow), pooled the same way
+    # no speech: classify() runs no window and claims no emotion, whatever the pooling
     rec.logits.clear()
     quiet = np.random.default_rng(3).standard_normal(24000).astype(np.float32) * 1e-4
     res = m.classify(quiet, 16000)
-    assert res.duration == 0.0 and len(rec.logits) >= 2
+    assert res.label == NO_SPEECH and res.duration == 0.0 and rec.logits == []
+    # speech the VAD misses (a VAD that never fires here) is classified over the whole clip, pooled the same way
+    from edgeser.vad import Segmenter, SileroVad
+
+    m._segmenter = lambda: Segmenter(SileroVad(), threshold=1.0, neg_threshold=1.0)
+    res = m.classify(audio, 16000)
+    assert res.label in m.labels and res.duration == pytest.approx(audio.size / 16000, abs=0.01)
+    assert len(rec.logits) >= 2
     np.testing.assert_allclose([res.scores[k] for k in m.labels], softmax(np.mean(np.stack(rec.logits), 0), 0.3),
                                atol=1e-5)
+
+
+def test_accept_needs_a_sample_rate_or_the_stream_s(fake_model, speech_in_silence):
+    """Nothing is assumed: accept(chunk) without a rate is an AudioError unless model.stream(sample_rate=...) gave
+    one, and then chunks at another rate are refused."""
+    audio, _, _ = speech_in_silence
+    s = fake_model.stream()
+    with pytest.raises(AudioError, match=r"needs the sample rate.*model\.stream\(sample_rate="):
+        s.accept(audio[:1600])
+    assert s.seconds == 0.0  # refused before anything changed
+    fixed = fake_model.stream(sample_rate=16000)
+    got = []
+    for i in range(0, audio.size, 320):
+        got += fixed.accept(audio[i : i + 320])
+    same_events(got + fixed.flush(), _run(fake_model, audio, 20))
+    fixed.reset()
+    assert fixed.sample_rate == 16000 and fixed.accept(audio[:1600], 16000) == []  # kept across reset
+    with pytest.raises(AudioError, match="created for 16000 Hz"):
+        fixed.accept(audio[:1600], 8000)
+    x8 = audio[::2].copy()
+    s8 = fake_model.stream(sample_rate=8000)
+    s8.accept(x8)
+    assert s8.seconds == pytest.approx(x8.size / 8000, abs=0.2)  # read as 8 kHz audio (as 16 kHz: half as long)
+    with pytest.raises(AudioError, match="sample_rate"):
+        fake_model.stream(sample_rate=0)
+
+
+def test_calibrate_refuses_too_little_speech(espeak_speech):
+    """calibrate() needs MIN_CALIBRATION_SPEECH_S of speech (the README asks for 5-30 s): 1.2 s of speech is refused
+    and the stream is left as it was; enough speech is taken."""
+    import edgeser
+    from edgeser.stream import MIN_CALIBRATION_SPEECH_S
+
+    x, _ = espeak_speech
+    m = edgeser.load()
+    s = m.stream(adapt="off")
+    short = np.concatenate([np.zeros(8000, np.float32), x[: int(1.2 * 16000)], np.zeros(8000, np.float32)])
+    with pytest.raises(AudioError, match=rf"at least {MIN_CALIBRATION_SPEECH_S:g} s"):
+        s.calibrate(short, 16000)
+    assert not s.calibrated
+    with pytest.raises(AudioError, match="needs the sample rate"):
+        s.calibrate(x)
+    long = np.concatenate([x, np.zeros(4000, np.float32), x])
+    assert s.calibrate(long, 16000) >= MIN_CALIBRATION_SPEECH_S and s.calibrated
+    fixed = m.stream(sample_rate=16000)
+    assert fixed.calibrate(long) >= MIN_CALIBRATION_SPEECH_S

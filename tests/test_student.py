@@ -72,12 +72,12 @@ def test_checkpoint_roundtrip_with_finetuned_layers(tmp_path):
     assert info.labels == ("neutral", "happy", "angry", "sad") and "fine-tuned" in info.backbone
 
 
-def test_teacher_soft_labels_from_committed_logits():
+def test_teacher_soft_labels_from_committed_logits(ravdess_corpus):
     """The committed per-clip teacher logits cover every RAVDESS clip and give one distribution per clip and fold."""
     from train.data import load_ravdess
     from train.student import teacher_soft_labels
 
-    clips = load_ravdess()
+    clips = load_ravdess(root=ravdess_corpus)
     one = teacher_soft_labels(["mmer-full"], 0, clips, temperature=1.0)
     ens = teacher_soft_labels(["mmer-full", "gmp_atl-full"], 0, clips, temperature=2.0)
     assert one.shape == ens.shape == (len(clips), 4)
@@ -91,8 +91,9 @@ def test_teacher_soft_labels_from_committed_logits():
 
 
 def test_teacher_soft_labels_unknown_teacher():
-    from train.data import load_ravdess
+    from train.data.ravdess import Clip
     from train.student import teacher_soft_labels
 
-    with pytest.raises(FileNotFoundError, match="no teacher logits"):
-        teacher_soft_labels(["nope-full"], 0, load_ravdess()[:3], 2.0)
+    clips = [Clip(f"/x/Actor_01/03-01-0{i}-01-01-01-01.flac", "Actor_01", "neutral", "male") for i in (1, 3, 5)]
+    with pytest.raises(FileNotFoundError, match="no teacher logits"):  # no corpus needed: the logits file is missing
+        teacher_soft_labels(["nope-full"], 0, clips, 2.0)

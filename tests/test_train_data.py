@@ -11,14 +11,13 @@ import pytest
 from train.data import ravdess as R
 from train.data.ravdess import EMOTIONS8, LABELS4, Clip, load_ravdess, speaker_folds, split
 
-HAVE_RAVDESS = (R.ravdess_root() / R.MANIFEST).is_file()
-needs_ravdess = pytest.mark.skipif(not HAVE_RAVDESS, reason="RAVDESS not found at ../shared/data/ravdess")
+needs_ravdess = pytest.mark.usefixtures("ravdess_corpus")  # skips without the corpus, fails in CI (conftest)
 ACTORS = [f"Actor_{i:02d}" for i in range(1, 21)]
 
 
 @pytest.fixture(scope="module")
-def clips():
-    return load_ravdess()
+def clips(ravdess_corpus):
+    return load_ravdess(root=ravdess_corpus)
 
 
 def test_label_order_is_declared():
@@ -53,14 +52,13 @@ def test_load_default_labels(clips):
     assert Path(clips[0].path).is_file()
 
 
-@needs_ravdess
-def test_label_filter():
-    two = load_ravdess(labels=("sad", "angry"))
+def test_label_filter(ravdess_corpus):
+    two = load_ravdess(ravdess_corpus, labels=("sad", "angry"))
     assert {c.label for c in two} == {"sad", "angry"}
     assert len(two) == 20 * 16
-    assert len(load_ravdess(labels=EMOTIONS8)) == 1200
+    assert len(load_ravdess(ravdess_corpus, labels=EMOTIONS8)) == 1200
     with pytest.raises(ValueError):
-        load_ravdess(labels=("neutral", "bored"))
+        load_ravdess(ravdess_corpus, labels=("neutral", "bored"))
 
 
 def test_missing_root_is_a_clear_error(tmp_path, monkeypatch):

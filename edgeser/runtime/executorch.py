@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, install_hint
 from .base import Backend
 from .metadata import METADATA_METHOD, ModelInfo
 
@@ -38,9 +38,7 @@ class ExecuTorchBackend(Backend):
             import torch
             from executorch.runtime import Runtime
         except ImportError as exc:
-            raise ModelError(
-                "the ExecuTorch backend needs the executorch extra: pip install 'edgeser[executorch]'"
-            ) from exc
+            raise ModelError(f"the ExecuTorch backend needs the executorch extra: {install_hint('executorch')}") from exc
         self._torch = torch
         p = Path(path)
         head = p.read_bytes()[:8] if p.is_file() else b""
