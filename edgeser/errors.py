@@ -15,3 +15,8 @@ class ModelError(EdgeserError):
 
 class DeviceError(EdgeserError):
     """No usable audio input device (or the sounddevice/PortAudio stack is missing)."""
+
+
+class ExportError(EdgeserError):
+    """An export (``python -m export``) cannot run: its checkpoint is missing or of the wrong kind, the output folder
+    is not writable, the verification clips are unusable, or the export extras are not installed."""

@@ -8,9 +8,7 @@ still used when the compiled module lacks the calls relied on (another ExecuTorc
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -20,11 +18,11 @@ import numpy as np
 from ..errors import ModelError
 from .base import Backend
 from .metadata import METADATA_METHOD, ModelInfo
+from .quiet import captured_stderr
 
 INSTALL = "pip install 'edgeser[executorch]' && pip install --no-deps executorch==1.5.1"
 _THREADS_SET = threading.Lock()
 _threads_done = False
-_FD2 = threading.Lock()  # one stderr redirect at a time
 
 
 def _set_threads_once(n: int, runtime=None) -> None:
@@ -40,25 +38,6 @@ def _set_threads_once(n: int, runtime=None) -> None:
             runtime._unsafe_reset_threadpool(n)
         except Exception:  # pragma: no cover - older/newer runtimes without the hook
             pass
-
-
-@contextlib.contextmanager
-def _captured_stderr():
-    """Send the process's C-level stderr (fd 2) to a temporary file while the block runs; yields a function that
-    returns what was written. ExecuTorch's C++ runtime prints its cpuinfo probing and thread-pool lines there on
-    every first load; only this block is affected (other threads' stderr output during it lands in the file too)."""
-    with _FD2, tempfile.TemporaryFile(mode="w+b") as tmp:
-        try:
-            saved = os.dup(2)
-        except OSError:  # no stderr to redirect
-            yield lambda: ""
-            return
-        try:
-            os.dup2(tmp.fileno(), 2)
-            yield lambda: (tmp.seek(0), tmp.read().decode(errors="replace"))[1]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 class _Method:
@@ -116,7 +95,7 @@ class ExecuTorchBackend(Backend):
         head = p.read_bytes()[:8] if p.is_file() else b""
         if len(head) < 8 or head[4:8] != b"ET12":
             raise ModelError(f"{path}: not an ExecuTorch program (.pte)")
-        with _captured_stderr() as printed:
+        with captured_stderr() as printed:  # its cpuinfo probing and thread-pool lines
             try:
                 import torch
 
