@@ -20,3 +20,8 @@ class DeviceError(EdgeserError):
 def install_hint(extra: str) -> str:
     """How to install one of edgeser's extras, for messages: the released package's form and a clone's."""
     return f"pip install 'edgeser[{extra}]' (from a clone of the repository: pip install '.[{extra}]')"
+
+
+class ExportError(EdgeserError):
+    """An export (``python -m export``) cannot run: its checkpoint is missing or of the wrong kind, the output folder
+    is not writable, the verification clips are unusable, or the export extras are not installed."""

@@ -98,7 +98,7 @@ def test_cli_annotates_folder_in_parallel_and_resumes(corpus, tmp_path, labels):
     p = annotate(corpus, "--out", out, "--jobs", 2, "--plot", "--format", "csv", "json")
     assert p.returncode == 1, p.stderr  # some files failed
     assert "bad.wav" in p.stderr and "empty.wav" in p.stderr and "Traceback" not in p.stderr
-    assert "3 annotated, 0 up to date, 2 failed" in p.stderr
+    assert "3 annotated, 0 up to date, 2 failed, 1 non-audio file skipped (notes.txt)" in p.stderr
 
     model = edgeser.load()
     colors = label_colors(labels)
@@ -188,6 +188,9 @@ def test_run_in_process_and_errors(corpus, tmp_path, labels):
     report = run(corpus, tmp_path / "o", formats=["csv"], jobs=1, on_result=seen.append)
     assert sorted(r["file"] for r in seen) == sorted(GOOD + BAD)
     assert report.count("ok") == 3 and len(report.failed) == 2 and report.aborted is None
+    assert report.non_audio == ["notes.txt"]  # reported, not silently left out (hidden files are not counted)
+    totals = json.loads((tmp_path / "o" / "summary.json").read_text())["totals"]
+    assert totals["non_audio_skipped"] == 1
     assert (tmp_path / "o" / "a.wav.csv").is_file() and not (tmp_path / "o" / "a.wav.json").exists()
     # resume from CSV outputs alone: the summary is rebuilt from them
     again = run(corpus, tmp_path / "o", formats=["csv"], jobs=1)
@@ -213,3 +216,20 @@ def test_plot_without_matplotlib_is_a_clear_error(corpus, tmp_path):
     assert p.returncode == 2
     assert "--plot needs matplotlib" in p.stderr and "pip install matplotlib" in p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_plot_says_mostly_only_above_half():
+    from apps.annotate.plot import dominant_phrase
+
+    assert dominant_phrase({"dominant": "happy", "dominant_share": 0.62}) == "mostly happy"
+    assert dominant_phrase({"dominant": "happy", "dominant_share": 0.30}) == "largest share: happy (30 %)"
+    assert dominant_phrase({"dominant": "sad", "dominant_share": 0.5}) == "largest share: sad (50 %)"
+    assert dominant_phrase({"dominant": None, "dominant_share": None}) == "no speech"
+
+
+def test_find_inputs_separates_non_audio(corpus):
+    from apps.annotate.core import find_inputs
+
+    audio, other = find_inputs(corpus)
+    assert [p.relative_to(corpus.resolve()).as_posix() for p in other] == ["notes.txt"]
+    assert sorted(p.relative_to(corpus.resolve()).as_posix() for p in audio) == sorted(GOOD + BAD)

@@ -107,9 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {report.aborted}", file=sys.stderr)
         return EXIT_ERROR
     n_ok, n_skip, n_bad = report.count("ok"), report.count("skipped"), report.count("error")
+    others = report.non_audio
+    skipped = ""
+    if others:  # named, so that unsupported recordings are not ignored silently
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        skipped = f", {len(others)} non-audio file{'s' if len(others) != 1 else ''} skipped ({shown})"
     if not report.results:
-        print(f"{prog}: no audio files found below {args.in_dir}", file=sys.stderr)
-    elif not args.quiet or n_bad:
-        print(f"{prog}: {n_ok} annotated, {n_skip} up to date, {n_bad} failed in {time.monotonic() - t0:.1f} s "
-              f"-> {args.out / 'summary.csv'}", file=sys.stderr)
+        print(f"{prog}: no audio files found below {args.in_dir}{skipped}", file=sys.stderr)
+    elif not args.quiet or n_bad or others:
+        print(f"{prog}: {n_ok} annotated, {n_skip} up to date, {n_bad} failed{skipped} in "
+              f"{time.monotonic() - t0:.1f} s -> {args.out / 'summary.csv'}", file=sys.stderr)
     return EXIT_FAILED_FILES if n_bad else EXIT_OK

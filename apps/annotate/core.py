@@ -35,17 +35,27 @@ def audio_extensions() -> frozenset[str]:
 
 def find_audio(in_dir: Path, exclude: Path | None = None) -> list[Path]:
     """Audio files below ``in_dir`` (recursive, sorted; hidden files and folders and ``exclude`` left out)."""
+    return find_inputs(in_dir, exclude)[0]
+
+
+def find_inputs(in_dir: Path, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """(audio files, other files) below ``in_dir``, both sorted; hidden files and folders and ``exclude`` are in
+    neither (the other files are reported, so that a folder of unsupported recordings is not silently empty)."""
     exts = audio_extensions()
     in_dir = in_dir.resolve()
     exclude = exclude.resolve() if exclude is not None else None
-    found = []
+    found, other = [], []
     for root, dirs, files in os.walk(in_dir):
         r = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or (r / d).resolve() != exclude))
         for name in files:
-            if not name.startswith(".") and "." in name and name.rsplit(".", 1)[1].lower() in exts:
+            if name.startswith("."):
+                continue
+            if "." in name and name.rsplit(".", 1)[1].lower() in exts:
                 found.append(r / name)
-    return sorted(found)
+            else:
+                other.append(r / name)
+    return sorted(found), sorted(other)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -213,6 +223,7 @@ class Report:
     out_dir: Path
     model: dict
     results: list[dict] = field(default_factory=list)  # one per input, in input order
+    non_audio: list[str] = field(default_factory=list)  # files below the input folder left out: not audio by name
     aborted: str | None = None  # fatal error (the model), or "interrupted"
 
     @property
@@ -253,12 +264,12 @@ def write_summary(report: Report) -> dict[str, Path]:
     ok = [r["summary"] for r in report.results if r["status"] in ("ok", "skipped")]
     totals = {
         "files": len(report.results), "annotated": report.count("ok"), "skipped": report.count("skipped"),
-        "failed": report.count("error"),
+        "failed": report.count("error"), "non_audio_skipped": len(report.non_audio),
         "duration": round(sum(s["duration"] for s in ok), 4),
         "speech_seconds": round(sum(s["speech_seconds"] for s in ok), 4),
         "seconds": {k: round(sum(s["seconds"].get(k, 0.0) for s in ok), 4) for k in labels},
     }
-    doc = {"model": report.model, "totals": totals, "aborted": report.aborted,
+    doc = {"model": report.model, "totals": totals, "aborted": report.aborted, "non_audio": report.non_audio,
            "files": [{k: v for k, v in r.items() if k not in ("fatal",)} for r in report.results]}
     _atomic_write(paths["json"], (json.dumps(doc, indent=1) + "\n").encode())
     return paths
@@ -279,7 +290,8 @@ def run(in_dir, out_dir, *, formats=FORMATS, plot: bool = False, jobs: int = 1, 
     model = edgeser.load(model_path, backend=backend)  # fails early, with one clear error, if the model is bad
     minfo = model_info(model)
     report = Report(out_dir=out_dir, model=minfo)
-    inputs = find_audio(in_dir, exclude=out_dir)
+    inputs, others = find_inputs(in_dir, exclude=out_dir)
+    report.non_audio = [p.relative_to(in_dir.resolve()).as_posix() for p in others]
     slots: dict[str, dict] = {}
     todo = []
     for p in inputs:

@@ -16,6 +16,16 @@ def have_matplotlib() -> bool:
     return True
 
 
+def dominant_phrase(summary: dict) -> str:
+    """"mostly X" only when X holds more than half of the speech, else "largest share: X (30 %)"."""
+    dom, share = summary.get("dominant"), summary.get("dominant_share")
+    if not dom:
+        return "no speech"
+    if share is not None and share > 0.5:
+        return f"mostly {dom}"
+    return f"largest share: {dom} ({share * 100:.0f} %)" if share is not None else f"largest share: {dom}"
+
+
 def timeline_png(events, duration: float, labels, colors: dict, *, title: str = "", summary: dict | None = None,
                  dpi: int = 100) -> bytes:
     """Two rows over the file's time axis: the label of each speech segment (bar height = confidence) and its
@@ -52,9 +62,8 @@ def timeline_png(events, duration: float, labels, colors: dict, *, title: str = 
             ax.spines[side].set_visible(False)
     head = title
     if summary is not None:
-        dom = summary.get("dominant") or "no speech"
         head += (f"   ({summary['duration']:.1f} s, {summary['speech_seconds']:.1f} s speech, "
-                 f"{summary['segments']} segments, mostly {dom})")
+                 f"{summary['segments']} segments, {dominant_phrase(summary)})")
     ax1.set_title(head, fontsize=9, loc="left")
     fig.legend(handles=[Patch(color=colors[k], label=k) for k in labels], loc="upper right", ncol=len(labels),
                fontsize=8, frameon=False)

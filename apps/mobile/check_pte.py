@@ -12,7 +12,7 @@
    stream = -10) agrees with the ONNX model (int8 both, so within a tolerance) on the label and the probabilities.
 
 Exit code 0 when every check passes, 1 otherwise, 2 if ExecuTorch is not installed (``pip install
-'edgeser[executorch]'``).
+'edgeser[executorch]' && pip install --no-deps executorch==1.5.1``).
 """
 
 from __future__ import annotations
@@ -239,8 +239,9 @@ def main(argv=None) -> int:
         import executorch.runtime  # noqa: F401
         import torch  # noqa: F401
     except ImportError as exc:
-        print(f"check_pte: error: ExecuTorch is not installed ({exc}); pip install 'edgeser[executorch]'",
-              file=sys.stderr)
+        from edgeser.runtime.executorch import INSTALL
+
+        print(f"check_pte: error: ExecuTorch is not installed ({exc}); {INSTALL}", file=sys.stderr)
         return 2
     try:
         rep = run_checks(args.pte, args.onnx, args.audio, max(1, args.windows))
