@@ -69,6 +69,8 @@ def embed(corpora, encoder: str = "tiny.en", copies: int = 2, level_norm: bool =
                 if aug is not None:
                     x = aug(x)
                 wins = runtime_windows(x)
+                if not len(wins):  # no speech found: the clip has no windows (and counts as wrong when tested)
+                    continue
                 with torch.no_grad():
                     hs = model.encoder(whisper_normalize(torch.from_numpy(wins), level_norm=level_norm),
                                        output_hidden_states=True).hidden_states

@@ -63,6 +63,8 @@ def runtime_windows(x: np.ndarray) -> np.ndarray:
     """The log-mel windows [n, 80, WINDOW_FRAMES] that ``edgeser.Model.classify`` feeds the model for clip ``x``."""
     rec = RecordingBackend(stream_info())
     Model(rec).classify(x, SAMPLE_RATE)
+    if not rec.windows:  # no speech found in the clip: nothing to train on
+        return np.zeros((0, N_MELS, WINDOW_FRAMES), np.float32)
     return np.stack(rec.windows)
 
 
