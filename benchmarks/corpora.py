@@ -57,7 +57,7 @@ def run(model_path: str, clips: str, corpora, level_clips: int, gains=GAINS, see
         t0 = time.time()
         y, pred, conf = [], [], []
         for c in cs:
-            r = model.classify(load(c.path))
+            r = model.classify(load(c.path), 16000)
             y.append(labels.index(c.label))
             pred.append(labels.index(r.label) if r.label in labels else len(labels))  # no speech / uncertain: wrong
             conf.append(r.confidence)
@@ -73,7 +73,7 @@ def run(model_path: str, clips: str, corpora, level_clips: int, gains=GAINS, see
             for i in pick:
                 x, ga = scaled(load(cs[i].path), g)
                 applied.append(ga)
-                same += model.classify(x).label == (labels[pred[i]] if pred[i] < len(labels) else None)
+                same += model.classify(x, 16000).label == (labels[pred[i]] if pred[i] < len(labels) else None)
             level[str(g)] = {"unchanged": same / len(pick), "median_gain_applied": float(np.median(applied))}
         rec["level"] = {"clips": int(len(pick)), "per_gain": level}
         out["per_corpus"][corpus] = rec

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
 import sys
 import threading
 import time
@@ -84,14 +85,17 @@ class View:
                 print(f"{kind} {_fmt_event(e)} | {scores}", file=self.out)
             self.out.flush()
 
-    def _render_tty(self, latest, finals) -> None:
+    def _render_tty(self, latest, finals, size: tuple[int, int] | None = None) -> None:
+        cols, rows = size or shutil.get_terminal_size((80, 24))
+        # bars shrink to the terminal's width (name, bar, value: 22 columns besides the bar) so no line wraps
+        width = max(5, min(BAR_WIDTH, cols - 22))
         elapsed = time.monotonic() - self.t0
-        lines = [f"\x1b[1medgeser\x1b[0m  {self.title}  {elapsed:6.1f} s   (Ctrl-C to stop)", ""]
+        lines = [f"\x1b[1medgeser\x1b[0m  {self.title}  {elapsed:6.1f} s   (Ctrl-C to stop)"[: cols + 8], ""]
         scores = latest.scores if latest is not None else {}
         for k in self.labels:
             v = float(scores.get(k, 0.0))
-            n = max(0, min(BAR_WIDTH, int(round(v * BAR_WIDTH))))
-            bar = self._block * n + " " * (BAR_WIDTH - n)
+            n = max(0, min(width, int(round(v * width))))
+            bar = self._block * n + " " * (width - n)
             on = latest is not None and k == latest.label
             name = f"\x1b[1m{k:<10}\x1b[0m" if on else f"{k:<10}"
             lines.append(f"  {name} |{bar}| {v:5.2f}")
@@ -101,7 +105,10 @@ class View:
         else:
             lines.append("  waiting for speech...")
         lines += ["", "final events:"]
-        lines += [f"  {_fmt_event(e)}" for e in finals] or ["  (none yet)"]
+        # the event log gives way first, so the header and bars stay on screen in a short terminal
+        room = max(0, rows - 1 - len(lines))
+        log = [f"  {_fmt_event(e)}"[:cols] for e in finals] or ["  (none yet)"]
+        lines += log[len(log) - room:] if room else []
         buf = []
         if self._drawn:
             buf.append(f"\x1b[{self._drawn}F")  # back to the first line drawn last time
