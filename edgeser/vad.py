@@ -126,7 +126,7 @@ class SileroVad:
     context_samples = 64
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_path=None, *, threads: int = 1, session=None, max_gain_db: float = 0.0,
+    def __init__(self, model_path=None, *, threads: int = 1, session=None, max_gain_db: float = 30.0,
                  target_rms: float = 0.05, decay_db_per_s: float = 3.0):
         for name, v in (("max_gain_db", max_gain_db), ("target_rms", target_rms), ("decay_db_per_s", decay_db_per_s)):
             if not np.isfinite(v) or v < 0 or (name == "target_rms" and v == 0):

@@ -404,7 +404,7 @@ def test_stream_events_over_babble_are_chunk_size_invariant(talk_over_babble, fa
     x, spans = talk_over_babble
     runs = []
     for chunk_ms in (10, 20, 37):
-        s = fake_model.stream()
+        s = fake_model.stream(sample_rate=16000)
         step = SR * chunk_ms // 1000
         events = [e for i in range(0, x.size, step) for e in s.accept(x[i : i + step])] + s.flush()
         runs.append([e.to_dict() for e in events])
